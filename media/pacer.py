@@ -1,0 +1,142 @@
+"""The outgoing audio clock of one call: one 20 ms frame per tick, on time, forever.
+
+Agent audio arrives in bursts (a TTS chunk holds seconds of speech and arrives in
+milliseconds); the caller must hear it at exactly real time. The pacer queues whatever
+arrives, cuts it into 20 ms frames and hands one frame per tick to a sink (RTP or
+AudioSocket). Ticks sit on a fixed grid, ``start + n * 20 ms``: a late wake-up makes the
+next sleep shorter instead of shifting every later tick, so the stream never drifts from
+the wall clock that the peer's jitter buffer measures it against.
+
+Barge-in is :meth:`Pacer.flush`: the queue empties at once, and :attr:`Pacer.played_ms`
+says how much of the cut utterance the caller actually heard.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from media.audio import FRAME_MS, duration_ms, frame_bytes
+
+TICK_S = FRAME_MS / 1000
+# A tick more than this many periods late is not caught up by sending a burst (which
+# would overflow the peer's jitter buffer); the missed slots are skipped instead.
+MAX_LAG_TICKS = 3
+
+Sink = Callable[[bytes | None], Awaitable[None]]
+
+
+class Pacer:
+    """Queue of agent audio at ``rate`` Hz, drained by :meth:`run` one frame per tick.
+
+    An *utterance* is one stretch of agent speech: :meth:`start_utterance`, any number of
+    :meth:`enqueue`, then :meth:`end_utterance` (or :meth:`flush` on barge-in). Audio may
+    arrive in chunks of any size, even splitting a sample; a trailing partial frame waits
+    for more audio and is padded with silence only by :meth:`end_utterance`, so chunk
+    borders never become gaps.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._frame_bytes = frame_bytes(rate)
+        # (utterance number, frame): frames of a finished utterance may still be playing
+        # when the next one starts, and must not count towards its played_ms.
+        self._frames: deque[tuple[int, bytes]] = deque()
+        self._partial = bytearray()
+        self._utterance = 0
+        self._open = False  # an utterance is being enqueued
+        self._played_frames = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self.skipped_ticks = 0  # slots given up after a stall (a health metric)
+
+    @property
+    def queued_ms(self) -> int:
+        """Audio waiting to be played, including a partial frame not yet released."""
+        return len(self._frames) * FRAME_MS + int(duration_ms(self._partial, self.rate))
+
+    @property
+    def played_ms(self) -> int:
+        """Audio of the current (or last) utterance handed to the sink so far."""
+        return self._played_frames * FRAME_MS
+
+    def start_utterance(self) -> None:
+        """Begin a new utterance: ``played_ms`` restarts from zero. An utterance still
+        open is ended first; its frames still play, but no longer count."""
+        self.end_utterance()
+        self._open = True
+        self._utterance += 1
+        self._played_frames = 0
+
+    def enqueue(self, pcm: bytes) -> None:
+        """Append agent audio (s16le mono at ``rate``) to the current utterance, starting
+        one if none is open."""
+        if not self._open:
+            self.start_utterance()
+        self._partial += pcm
+        whole = len(self._partial) - len(self._partial) % self._frame_bytes
+        for offset in range(0, whole, self._frame_bytes):
+            self._queue(bytes(self._partial[offset : offset + self._frame_bytes]))
+        del self._partial[:whole]
+
+    def end_utterance(self) -> None:
+        """Close the utterance: its last partial frame is padded with silence and queued."""
+        if self._partial:
+            self._partial += bytes(self._frame_bytes - len(self._partial))
+            self._queue(bytes(self._partial))
+            self._partial.clear()
+        self._open = False
+
+    def flush(self) -> int:
+        """Drop everything not yet played and close the utterance; return the ms dropped.
+
+        ``played_ms`` keeps its value until the next utterance starts.
+        """
+        dropped = self.queued_ms
+        self._frames.clear()
+        self._partial.clear()
+        self._open = False
+        self._idle.set()
+        return dropped
+
+    async def wait_idle(self) -> None:
+        """Return once every queued frame has been handed to the sink.
+
+        A partial frame is not queued yet: call :meth:`end_utterance` first.
+        """
+        await self._idle.wait()
+
+    def _queue(self, frame: bytes) -> None:
+        if self._idle.is_set():
+            self._idle = trio.Event()  # no waiter holds the set event: safe to replace
+        self._frames.append((self._utterance, frame))
+
+    async def run(
+        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Tick forever: ``await sink(frame)``, or ``sink(None)`` when nothing is queued.
+
+        ``None`` lets the sink choose: RTP suppresses the packet (and marks the next
+        talk-spurt), AudioSocket sends silence. Cancel the task to stop the clock.
+        """
+        start = trio.current_time()
+        tick = 0
+        task_status.started()
+        while True:
+            if self._frames:
+                utterance, frame = self._frames.popleft()
+                await sink(frame)
+                if utterance == self._utterance:
+                    self._played_frames += 1
+                if not self._frames:
+                    self._idle.set()
+            else:
+                await sink(None)
+            tick += 1
+            behind = int((trio.current_time() - start) / TICK_S) - tick
+            if behind > MAX_LAG_TICKS:
+                self.skipped_ticks += behind
+                tick += behind
+            await trio.sleep_until(start + tick * TICK_S)
