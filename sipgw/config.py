@@ -1,0 +1,260 @@
+"""trivox.toml: the schema, the embedded default, and validation.
+
+The whole configuration is a tree of frozen dataclasses. The dataclass fields *are* the
+schema: their names are the TOML keys, their annotations the expected types, their
+defaults the embedded default. One generic walker validates a parsed TOML document
+against that tree, so there is no second list of keys to keep in step with the code.
+
+Every problem stops start-up with exactly one line that names the file, the dotted key
+and what was expected (``ConfigError``). Strings may name environment variables as
+``${NAME}``; a missing one is an error of the same shape, and the value itself never
+appears in a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+EMBEDDED = "<embedded default>"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem, rendered as one line: ``file: key: what was expected``."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+        self.source = source
+        self.key = key
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """An address to bind or advertise, written ``HOST:PORT`` (IPv6 as ``[::1]:5060``)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", text)
+        if not match:
+            raise ValueError(f'expected "HOST:PORT", got {text!r}')
+        host = match.group(1) or match.group(3)
+        port = int(match.group(2) or match.group(4))
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {port}")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    listen: HostPort = HostPort("0.0.0.0", 5060)
+    #: Address written into Contact and SDP; empty means the local address that
+    #: faces the peer (fine on a LAN, set it behind NAT).
+    advertise: str = ""
+    #: Codec preference, best first. RFC 3264: the answerer chooses among the offer.
+    codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
+    user_agent: str = "trivox"
+
+
+@dataclass(frozen=True)
+class RtpConfig:
+    port_min: int = 10000
+    port_max: int = 20000
+    #: Frames the jitter buffer holds before playout starts.
+    jitter_frames: int = 3
+
+
+@dataclass(frozen=True)
+class AudioSocketConfig:
+    enabled: bool = True
+    listen: HostPort = HostPort("0.0.0.0", 9092)
+
+
+@dataclass(frozen=True)
+class DialogConfig:
+    #: A built-in dialog ("echo") or a plugin as "package.module:function".
+    handler: str = "echo"
+    greeting: str = "Hello, this is trivox. Say something and I will repeat it."
+    #: Seconds listen() waits for the caller before the dialog prompts again.
+    listen_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    type: str = "local"
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    type: str = "local"
+    voice: str = "en-us"
+    rate: int = 175
+    pitch: int = 50
+
+
+@dataclass(frozen=True)
+class VadSection:
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    #: Silence that ends an utterance: the endpointing delay the caller waits for.
+    min_silence_ms: int = 500
+    padding_ms: int = 200
+
+
+@dataclass(frozen=True)
+class TranscriptConfig:
+    #: One JSON-lines file per call, written line by line as the call goes.
+    #: Empty disables transcripts.
+    dir: str = "transcripts"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    sip: SipConfig = field(default_factory=SipConfig)
+    rtp: RtpConfig = field(default_factory=RtpConfig)
+    audiosocket: AudioSocketConfig = field(default_factory=AudioSocketConfig)
+    dialog: DialogConfig = field(default_factory=DialogConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    vad: VadSection = field(default_factory=VadSection)
+    transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    #: Where this configuration came from, for messages; not a TOML key.
+    source: str = field(default=EMBEDDED, metadata={"toml": False})
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_CODECS = ("PCMU", "PCMA")
+
+
+def load(path: str | os.PathLike[str] | None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read and validate ``path``; ``None`` gives the embedded default."""
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "no such file") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    config = _build(Config, document, source, "", os.environ if env is None else env)
+    config = dataclasses.replace(config, source=source)
+    _check_semantics(config)
+    return config
+
+
+def _build(cls: type, table: dict[str, Any], source: str, prefix: str, env: typing.Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("toml", True)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            expected = ", ".join(sorted(fields))
+            raise ConfigError(source, dotted, f"unknown key (expected one of: {expected})")
+        values[key] = _convert(hints[key], raw, source, dotted, env)
+    return cls(**values)
+
+
+def _convert(hint: Any, raw: Any, source: str, key: str, env: typing.Mapping[str, str]) -> Any:
+    if dataclasses.is_dataclass(hint) and hint is not HostPort:
+        if not isinstance(raw, dict):
+            raise ConfigError(source, key, f"expected a table [{key}], got {_kind(raw)}")
+        return _build(hint, raw, source, f"{key}.", env)
+    if hint is HostPort:
+        text = _convert(str, raw, source, key, env)
+        try:
+            return HostPort.parse(text)
+        except ValueError as exc:
+            raise ConfigError(source, key, str(exc)) from None
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(source, key, f"expected a string, got {_kind(raw)}")
+        return _expand_env(raw, source, key, env)
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(source, key, f"expected true or false, got {_kind(raw)}")
+        return raw
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(source, key, f"expected an integer, got {_kind(raw)}")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ConfigError(source, key, f"expected a number, got {_kind(raw)}")
+        return float(raw)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(raw, list):
+            raise ConfigError(source, key, f"expected an array, got {_kind(raw)}")
+        return [_convert(item, value, source, f"{key}[{i}]", env) for i, value in enumerate(raw)]
+    raise TypeError(f"unsupported schema type for {key}: {hint}")
+
+
+def _expand_env(text: str, source: str, key: str, env: typing.Mapping[str, str]) -> str:
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ConfigError(source, key, f"environment variable {name} is not set")
+        return env[name]
+
+    return _ENV_REF.sub(lookup, text)
+
+
+def _kind(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+             list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_semantics(config: Config) -> None:
+    """Rules that types alone cannot say; each names its key."""
+    src = config.source
+    for i, codec in enumerate(config.sip.codecs):
+        if codec not in _CODECS:
+            raise ConfigError(src, f"sip.codecs[{i}]", f"expected one of {', '.join(_CODECS)}, got {codec!r}")
+    if not config.sip.codecs:
+        raise ConfigError(src, "sip.codecs", "expected at least one codec")
+    rtp = config.rtp
+    if not (1024 <= rtp.port_min <= 65534):
+        raise ConfigError(src, "rtp.port_min", f"expected 1024..65534, got {rtp.port_min}")
+    if not (rtp.port_min < rtp.port_max <= 65535):
+        raise ConfigError(src, "rtp.port_max", f"expected {rtp.port_min + 1}..65535, got {rtp.port_max}")
+    if not 1 <= rtp.jitter_frames <= 50:
+        raise ConfigError(src, "rtp.jitter_frames", f"expected 1..50, got {rtp.jitter_frames}")
+    if not 0.0 < config.vad.threshold < 1.0:
+        raise ConfigError(src, "vad.threshold", f"expected a number between 0 and 1, got {config.vad.threshold}")
+    for name in ("min_speech_ms", "min_silence_ms", "padding_ms"):
+        value = getattr(config.vad, name)
+        if not 0 <= value <= 10_000:
+            raise ConfigError(src, f"vad.{name}", f"expected 0..10000 milliseconds, got {value}")
+    if config.dialog.listen_timeout <= 0:
+        raise ConfigError(src, "dialog.listen_timeout", f"expected seconds > 0, got {config.dialog.listen_timeout}")
+    if config.log.level not in _LOG_LEVELS:
+        raise ConfigError(src, "log.level", f"expected one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")
+    if config.asr.type != "local":
+        raise ConfigError(src, "asr.type", f'expected "local" (the only ASR built in so far), got {config.asr.type!r}')
+    if config.tts.type != "local":
+        raise ConfigError(src, "tts.type", f'expected "local" (the only TTS built in so far), got {config.tts.type!r}')
+

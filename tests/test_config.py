@@ -1,0 +1,144 @@
+"""trivox.toml validation: every problem is one line naming the file, the key and the expectation."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sipgw.config import Config, ConfigError, HostPort, load
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "trivox.toml"
+TRIVOX = Path(sys.executable).with_name("trivox")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trivox.toml"
+    path.write_text(text)
+    return path
+
+
+def schema_keys(cls: type = Config, prefix: str = "") -> set[str]:
+    keys = set()
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("toml", True):
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default) and not isinstance(default, HostPort):
+            keys |= schema_keys(type(default), f"{prefix}{f.name}.")
+        else:
+            keys.add(f"{prefix}{f.name}")
+    return keys
+
+
+def document_keys(table: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            keys |= document_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def test_example_shows_every_key_with_its_default():
+    with open(EXAMPLE, "rb") as f:
+        document = tomllib.load(f)
+    assert document_keys(document) == schema_keys()
+    assert dataclasses.replace(load(EXAMPLE), source="x") == dataclasses.replace(Config(), source="x")
+
+
+def test_embedded_default():
+    config = load(None)
+    assert config.sip.listen == HostPort("0.0.0.0", 5060)
+    assert config.audiosocket.listen == HostPort("0.0.0.0", 9092)
+    assert config.asr.type == "local" and config.tts.type == "local"
+    assert config.dialog.handler == "echo"
+
+
+def test_env_expansion(tmp_path):
+    path = write(tmp_path, '[dialog]\ngreeting = "Hi from ${SITE_NAME}."\n')
+    assert load(path, env={"SITE_NAME": "Acme"}).dialog.greeting == "Hi from Acme."
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[sip]\nlisten = "0.0.0.0:5060"\nlisen = 1\n',
+         'sip.lisen: unknown key (expected one of: advertise, codecs, listen, user_agent)'),
+        ('[rtp]\nport_min = "10000"\n', "rtp.port_min: expected an integer, got a string"),
+        ('[audiosocket]\nenabled = "yes"\n', "audiosocket.enabled: expected true or false, got a string"),
+        ('[sip]\nlisten = "5060"\n', """sip.listen: expected "HOST:PORT", got '5060'"""),
+        ('[sip]\nlisten = "[::1]:70000"\n', "sip.listen: port must be 0..65535, got 70000"),
+        ('[dialog]\ngreeting = "${NO_SUCH_VARIABLE_HERE}"\n',
+         "dialog.greeting: environment variable NO_SUCH_VARIABLE_HERE is not set"),
+        ('sip = 5\n', "sip: expected a table [sip], got an integer"),
+        ('[sip]\ncodecs = ["PCMU", "G729"]\n', "sip.codecs[1]: expected one of PCMU, PCMA, got 'G729'"),
+        ('[rtp]\nport_min = 20000\nport_max = 10000\n', "rtp.port_max: expected 20001..65535, got 10000"),
+        ('[vad]\nthreshold = 1.5\n', "vad.threshold: expected a number between 0 and 1, got 1.5"),
+        ('[log]\nlevel = "loud"\n', "log.level: expected one of debug, info, warning, error, got 'loud'"),
+        ('[tts]\ntype = "cloud"\n', """tts.type: expected "local" (the only TTS built in so far), got 'cloud'"""),
+        ('[sip\n', "not valid TOML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, env={})
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_secret_value_never_in_message(tmp_path):
+    path = write(tmp_path, '[rtp]\nport_min = 5\n[dialog]\ngreeting = "${TOKEN}"\n')
+    with pytest.raises(ConfigError) as info:
+        load(path, env={"TOKEN": "s3cr3t-value"})
+    assert "s3cr3t-value" not in str(info.value)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(TRIVOX), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_check_ok():
+    result = run_cli("check", "-c", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{EXAMPLE}: OK"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[sip]\nbogus = 1\n", "sip.bogus"),
+        ("[rtp]\njitter_frames = 2.5\n", "rtp.jitter_frames"),
+        ('[dialog]\ngreeting = "${TRIVOX_TEST_UNSET}"\n', "dialog.greeting"),
+        ('[dialog]\nhandler = "no_such_module_x:handle"\n', "dialog.handler"),
+        ('[tts]\nvoice = "no-such-voice"\n', "tts"),
+    ],
+)
+def test_check_and_serve_fail_with_one_line_and_status_2(tmp_path, text, key):
+    path = write(tmp_path, text)
+    for command in (["check", "-c", str(path)], ["serve", "-c", str(path)]):
+        result = run_cli(*command)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"trivox: {path}: {key}")
+
+
+def test_missing_file():
+    result = run_cli("check", "-c", "/nonexistent/trivox.toml")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "trivox: /nonexistent/trivox.toml: no such file"
+
+
+def test_bad_listen_flag():
+    result = run_cli("serve", "--sip-listen", "localhost")
+    assert result.returncode == 2
+    assert result.stderr.strip() == """trivox: command line: --sip-listen: expected "HOST:PORT", got 'localhost'"""
