@@ -1,0 +1,183 @@
+"""SIP transactions, sans-IO (RFC 3261 section 17, with RFC 6026's Accepted state).
+
+A transaction is a small state machine that owns retransmission for one request and its
+responses over an unreliable transport. It does no I/O: methods take the current time and
+return the datagrams to send, and ``deadline`` says when ``on_timer`` must be called next.
+The UA core (``ua.py``) owns the transactions, feeds them and routes their output.
+
+The state tables, in the words of RFC 3261 section 17 (UDP only; a reliable transport sets
+timers G, I, J and K to zero, which comes with TCP):
+
+INVITE server (17.2.1, RFC 6026 section 8.7):
+    Proceeding --1xx--> Proceeding           retransmitted INVITE: resend last 1xx
+    Proceeding --2xx--> Accepted             Timer L = 64*T1; the UA core resends the 2xx
+    Proceeding --300-699--> Completed        Timer G = T1 (doubling, cap T2), Timer H = 64*T1
+    Completed --ACK--> Confirmed             Timer I = T4
+    Completed --Timer H--> Terminated        (no ACK: tell the TU)
+    Confirmed --Timer I--> Terminated
+    Accepted --Timer L--> Terminated         retransmitted INVITE is absorbed, not resent
+
+non-INVITE server (17.2.2):
+    Trying --final--> Completed              Timer J = 64*T1; retransmitted request: resend final
+    Completed --Timer J--> Terminated
+
+non-INVITE client (17.1.2):
+    Trying --Timer E--> Trying               resend request, E = min(2E, T2)
+    Trying --final--> Completed              Timer K = T4
+    Trying --Timer F (64*T1)--> Terminated   (timeout: tell the TU)
+    Completed --Timer K--> Terminated
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .message import Request, Response
+
+#: RFC 3261 section 17.1.1.1: RTT estimate, maximum retransmit interval for non-INVITE
+#: requests and INVITE responses, and the time a message may linger in the network.
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+TIMEOUT = 64 * T1
+
+
+class State(enum.Enum):
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"
+    TERMINATED = "Terminated"
+
+
+class InviteServerTransaction:
+    """RFC 3261 section 17.2.1 with RFC 6026's Accepted state."""
+
+    def __init__(self, request: Request, now: float) -> None:
+        self.request = request
+        self.state = State.PROCEEDING
+        self.timed_out = False
+        self._last: bytes | None = None
+        self._retransmit_at: float | None = None
+        self._interval = T1
+        self._end_at: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
+        return min(times) if times else None
+
+    def respond(self, response: Response, now: float) -> bytes:
+        """Send ``response`` for the INVITE; returns the datagram."""
+        if self.state is not State.PROCEEDING:
+            raise RuntimeError(f"cannot respond in state {self.state.value}")
+        self._last = response.to_bytes()
+        if 200 <= response.status < 300:
+            self.state = State.ACCEPTED
+            self._end_at = now + TIMEOUT  # Timer L
+        elif response.status >= 300:
+            self.state = State.COMPLETED
+            self._retransmit_at = now + T1  # Timer G
+            self._end_at = now + TIMEOUT  # Timer H
+        return self._last
+
+    def on_retransmission(self) -> bytes | None:
+        """A retransmitted INVITE: resend the last response, except in Accepted."""
+        if self.state in (State.PROCEEDING, State.COMPLETED):
+            return self._last
+        return None
+
+    def on_ack(self, now: float) -> None:
+        if self.state is State.COMPLETED:
+            self.state = State.CONFIRMED
+            self._retransmit_at = None
+            self._end_at = now + T4  # Timer I
+
+    def on_timer(self, now: float) -> bytes | None:
+        if self._end_at is not None and now >= self._end_at:
+            self.timed_out = self.state is State.COMPLETED  # Timer H: the ACK never came
+            self.state = State.TERMINATED
+            self._retransmit_at = self._end_at = None
+            return None
+        if self._retransmit_at is not None and now >= self._retransmit_at:
+            self._interval = min(self._interval * 2, T2)
+            self._retransmit_at = now + self._interval
+            return self._last
+        return None
+
+
+class NonInviteServerTransaction:
+    """RFC 3261 section 17.2.2 (no provisional responses: we answer at once)."""
+
+    def __init__(self, request: Request, now: float) -> None:
+        self.request = request
+        self.state = State.TRYING
+        self._last: bytes | None = None
+        self._end_at: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return self._end_at
+
+    def respond(self, response: Response, now: float) -> bytes:
+        if self.state is not State.TRYING:
+            raise RuntimeError(f"cannot respond in state {self.state.value}")
+        self._last = response.to_bytes()
+        if response.status >= 200:
+            self.state = State.COMPLETED
+            self._end_at = now + TIMEOUT  # Timer J
+        return self._last
+
+    def on_retransmission(self) -> bytes | None:
+        return self._last
+
+    def on_timer(self, now: float) -> None:
+        if self._end_at is not None and now >= self._end_at:
+            self.state = State.TERMINATED
+            self._end_at = None
+
+
+class NonInviteClientTransaction:
+    """RFC 3261 section 17.1.2: our BYE (and later OPTIONS, REGISTER, NOTIFY)."""
+
+    def __init__(self, request: Request, now: float) -> None:
+        self.request = request
+        self.state = State.TRYING
+        self.response: Response | None = None
+        self.timed_out = False
+        self._datagram = request.to_bytes()
+        self._interval = T1
+        self._retransmit_at: float | None = now + T1  # Timer E
+        self._end_at: float | None = now + TIMEOUT  # Timer F
+
+    def start(self) -> bytes:
+        return self._datagram
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
+        return min(times) if times else None
+
+    def on_response(self, response: Response, now: float) -> None:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return  # a retransmitted final response: absorbed in Completed
+        if response.status < 200:
+            self.state = State.PROCEEDING
+            return
+        self.state = State.COMPLETED
+        self.response = response
+        self._retransmit_at = None
+        self._end_at = now + T4  # Timer K
+
+    def on_timer(self, now: float) -> bytes | None:
+        if self._end_at is not None and now >= self._end_at:
+            self.timed_out = self.state in (State.TRYING, State.PROCEEDING)  # Timer F
+            self.state = State.TERMINATED
+            self._retransmit_at = self._end_at = None
+            return None
+        if self._retransmit_at is not None and now >= self._retransmit_at:
+            self._interval = min(self._interval * 2, T2)
+            self._retransmit_at = now + self._interval
+            return self._datagram
+        return None

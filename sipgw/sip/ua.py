@@ -1,0 +1,534 @@
+"""The SIP user agent core, sans-IO: trivox as a UAS that answers calls.
+
+``UserAgent`` takes datagrams with their source address and the current time, and hands
+back datagrams to send (``outgoing``) and call events (``events``). It owns the
+transactions (``transaction.py``) and one ``Session`` per INVITE dialog. It never
+resolves a host name: responses go to the request's source address (RFC 3261 section
+18.2.2 with RFC 3581 rport), and requests inside a dialog go back along the flow the
+INVITE arrived on, which is also what gets through a NAT.
+
+What the core answers on its own (RFC 3261 section 8.2):
+- a request that parses but is invalid: 400 naming the problem (or 505 for the version);
+- a Request-URI scheme other than sip/sips: 416 (section 8.2.2.1);
+- a Require with an extension we lack: 420 with Unsupported (section 8.2.2.3);
+- OPTIONS: 200 with Allow, Accept and Supported (section 11.2);
+- known methods we do not serve (REGISTER, SUBSCRIBE, ...): 405 with Allow;
+- unknown methods: 501 (section 8.2.1);
+- BYE or CANCEL for nothing we know: 481.
+INVITE gets 100 Trying at once; the TU (the server) then answers or rejects the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .message import (
+    BadRequest,
+    CSeq,
+    Headers,
+    NameAddr,
+    ParseError,
+    Request,
+    Response,
+    make_response,
+    new_branch,
+    parse_cseq,
+    parse_message,
+    parse_name_addr,
+    parse_via,
+    validate_request,
+)
+from .transaction import (
+    T1,
+    T2,
+    TIMEOUT,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    State,
+)
+
+log = logging.getLogger("trivox.sip")
+
+Address = tuple[str, int]
+
+#: Methods we serve; OPTIONS and BYE/CANCEL/ACK complete the INVITE dialog's needs.
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+#: Methods RFC 3261 and its common extensions define but we do not serve: 405, not 501.
+KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "INFO",
+                  "UPDATE", "PRACK")
+SUPPORTED: tuple[str, ...] = ()
+SIP_SCHEMES = ("sip", "sips")
+
+
+# --- events handed to the TU ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """A new INVITE; the TU must call ``answer`` or ``reject`` with this key."""
+
+    key: str
+    request: Request
+    source: Address
+
+
+@dataclass(frozen=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived: the dialog is confirmed."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """The call is over from the signalling side; ``reason`` is for logs and transcripts."""
+
+    key: str
+    reason: str
+
+
+Event = IncomingCall | CallConfirmed | CallEnded
+
+
+# --- the dialog state we keep per call --------------------------------------------------
+
+
+@dataclass
+class Session:
+    """An INVITE dialog where we are the UAS (RFC 3261 section 12.1.1)."""
+
+    key: str
+    invite: Request
+    source: Address
+    transaction: InviteServerTransaction
+    local_tag: str
+    remote: NameAddr  # the caller's From, with its tag
+    local: NameAddr  # the INVITE's To, with our tag once we answer
+    call_id: str
+    remote_target: str
+    route_set: list[str]
+    local_cseq: int = field(default_factory=lambda: secrets.randbelow(2**16) + 1)
+    confirmed: bool = False
+    ended: bool = False
+    # the 2xx the UA core retransmits until the ACK (section 13.3.1.4)
+    ok_datagram: bytes | None = None
+    ok_interval: float = T1
+    ok_retransmit_at: float | None = None
+    ok_give_up_at: float | None = None
+    bye: NonInviteClientTransaction | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self.ok_retransmit_at, self.ok_give_up_at) if t is not None]
+        return min(times) if times else None
+
+
+class UserAgent:
+    """The sans-IO SIP endpoint. Feed it with ``receive`` and ``handle_timers``."""
+
+    def __init__(self, *, port: int, host_for: Callable[[str], str], user_agent: str = "trivox") -> None:
+        """``host_for(peer_ip)`` gives the address we advertise to that peer (Via, Contact)."""
+        self.port = port
+        self.host_for = host_for
+        self.user_agent = user_agent
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: list[Event] = []
+        self._server_tx: dict[tuple[str, ...], InviteServerTransaction | NonInviteServerTransaction] = {}
+        self._tx_dest: dict[int, Address] = {}
+        self._client_tx: dict[str, tuple[NonInviteClientTransaction, Address, Session | None]] = {}
+        self._sessions: dict[str, Session] = {}
+
+    # --- output ------------------------------------------------------------------------
+
+    def outgoing(self) -> list[tuple[bytes, Address]]:
+        """Datagrams to send, in order, each with its destination. Drains the queue."""
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        """Events for the TU since the last call. Drains the queue."""
+        events, self._events = self._events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        times = [tx.deadline for tx in self._server_tx.values()]
+        times += [tx.deadline for tx, _, _ in self._client_tx.values()]
+        times += [s.deadline for s in self._sessions.values()]
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
+
+    def contact(self, peer_ip: str) -> str:
+        return f"<sip:trivox@{_host_literal(self.host_for(peer_ip))}:{self.port}>"
+
+    # --- input -------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, now: float) -> None:
+        """One datagram from ``source``. Garbage is dropped with a log line."""
+        try:
+            message = parse_message(data)
+        except ParseError as exc:
+            log.warning("dropped unparseable datagram from %s:%d: %s", *source, exc)
+            return
+        except BadRequest as exc:
+            # The start line said "request" but the framing is broken (e.g. Content-Length
+            # past the end). Without trustworthy headers we cannot build a response.
+            log.warning("dropped malformed request from %s:%d: %s", *source, exc.reason)
+            return
+        if isinstance(message, Response):
+            self._on_response(message, source, now)
+        else:
+            self._on_request(message, source, now)
+
+    def handle_timers(self, now: float) -> None:
+        for key, tx in list(self._server_tx.items()):
+            if tx.deadline is not None and now >= tx.deadline:
+                datagram = tx.on_timer(now)
+                if datagram is not None:
+                    self._out.append((datagram, self._tx_dest[id(tx)]))
+            if tx.state is State.TERMINATED:
+                del self._server_tx[key]
+                self._tx_dest.pop(id(tx), None)
+                if isinstance(tx, InviteServerTransaction) and tx.timed_out:
+                    self._end_by_transaction(tx, "no ACK for the final response (Timer H)")
+        for branch, (ctx, dest, session) in list(self._client_tx.items()):
+            if ctx.deadline is not None and now >= ctx.deadline:
+                datagram = ctx.on_timer(now)
+                if datagram is not None:
+                    self._out.append((datagram, dest))
+            if ctx.state is State.TERMINATED:
+                del self._client_tx[branch]
+                if ctx.timed_out:
+                    log.warning("%s to %s:%d timed out (Timer F)", ctx.request.method, *dest)
+                    if session is not None:
+                        self._drop_session(session)
+        for session in list(self._sessions.values()):
+            self._session_timers(session, now)
+
+    # --- commands from the TU ------------------------------------------------------------
+
+    def ring(self, key: str, now: float) -> None:
+        """Send 180 Ringing (RFC 3261 section 13.3.1.1)."""
+        session = self._sessions[key]
+        if session.transaction.state is State.PROCEEDING:
+            self._respond_invite(session, 180, now)
+
+    def answer(self, key: str, sdp: bytes, now: float) -> None:
+        """Accept the call with ``sdp`` as the answer; the 2xx is resent until the ACK."""
+        session = self._sessions[key]
+        if session.transaction.state is not State.PROCEEDING:
+            raise RuntimeError(f"call {key} can no longer be answered")
+        datagram = self._respond_invite(
+            session, 200, now,
+            headers=[("Contact", self.contact(session.source[0])), ("Content-Type", "application/sdp")],
+            body=sdp,
+        )
+        session.ok_datagram = datagram
+        session.ok_retransmit_at = now + T1
+        session.ok_give_up_at = now + TIMEOUT
+
+    def reject(self, key: str, status: int, now: float, reason: str | None = None) -> None:
+        """Refuse the call with a final non-2xx response."""
+        session = self._sessions.get(key)
+        if session is None or session.transaction.state is not State.PROCEEDING:
+            return
+        self._respond_invite(session, status, now, reason=reason)
+        self._sessions.pop(key, None)
+
+    def hangup(self, key: str, now: float) -> None:
+        """End the call from our side: BYE when confirmed, 480 before the answer.
+
+        An answered call whose ACK has not arrived yet also gets a BYE: RFC 3261 section
+        15 lets the callee send BYE after the 2xx, and waiting for the ACK would keep the
+        caller on a dead line.
+        """
+        session = self._sessions.get(key)
+        if session is None or session.ended:
+            return
+        if session.ok_datagram is None:
+            self.reject(key, 480, now, reason="Temporarily Unavailable")
+            return
+        self._send_bye(session, now)
+
+    # --- requests ----------------------------------------------------------------------
+
+    def _on_request(self, request: Request, source: Address, now: float) -> None:
+        try:
+            validate_request(request)
+            via = parse_via(request.headers.get("Via") or "")
+        except BadRequest as exc:
+            self._stateless_error(request, source, exc.status, exc.reason)
+            return
+        dest = self._stamp_via(request, via, source)
+        key = self._tx_key(request, via.branch or "", via)
+        existing = self._server_tx.get(key)
+        if request.method == "ACK":
+            self._on_ack(request, existing, now)
+            return
+        if existing is not None:
+            datagram = existing.on_retransmission()
+            if datagram is not None:
+                self._out.append((datagram, dest))
+            return
+        scheme = request.uri.split(":", 1)[0].lower()
+        if scheme not in SIP_SCHEMES:
+            self._reply(request, dest, 416, now, key)
+            return
+        unsupported = [tag for tag in request.headers.get_all("Require") if tag not in SUPPORTED]
+        if unsupported and request.method not in ("CANCEL", "ACK"):
+            self._reply(request, dest, 420, now, key, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        if request.method == "INVITE":
+            self._on_invite(request, source, dest, key, now)
+        elif request.method == "CANCEL":
+            self._on_cancel(request, dest, key, now)
+        elif request.method == "BYE":
+            self._on_bye(request, dest, key, now)
+        elif request.method == "OPTIONS":
+            self._reply(request, dest, 200, now, key, headers=[
+                ("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
+                ("Contact", self.contact(source[0]))])
+        elif request.method in KNOWN_UNSERVED:
+            self._reply(request, dest, 405, now, key, headers=[("Allow", ", ".join(ALLOWED))])
+        else:
+            self._reply(request, dest, 501, now, key, headers=[("Allow", ", ".join(ALLOWED))])
+
+    def _on_invite(self, request: Request, source: Address, dest: Address, key: tuple[str, ...],
+                   now: float) -> None:
+        to = parse_name_addr(request.headers.get("To") or "")
+        if to.tag is not None:
+            session = self._find_session(request)
+            # Re-INVITE (hold, codec change, session timers) is not served yet: 488 leaves
+            # the session exactly as it is (RFC 3261 section 14.2).
+            self._reply(request, dest, 481 if session is None else 488, now, key)
+            return
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not request.body:
+            # Delayed offer (RFC 3261 section 13.2.1) needs an offer in our 2xx: not yet.
+            self._reply(request, dest, 488, now, key, reason="Offer Required")
+            return
+        if content_type != "application/sdp":
+            self._reply(request, dest, 415, now, key, headers=[("Accept", "application/sdp")])
+            return
+        transaction = InviteServerTransaction(request, now)
+        self._server_tx[key] = transaction
+        self._tx_dest[id(transaction)] = dest
+        remote = parse_name_addr(request.headers.get("From") or "")
+        contact = request.headers.get_all("Contact")
+        session = Session(
+            key=_session_key(request.headers.get("Call-ID") or "", remote.tag or ""),
+            invite=request,
+            source=source,
+            transaction=transaction,
+            local_tag=_new_tag(),
+            remote=remote,
+            local=to,
+            call_id=request.headers.get("Call-ID") or "",
+            remote_target=parse_name_addr(contact[0]).uri if contact else remote.uri,
+            route_set=request.headers.get_all("Record-Route"),
+        )
+        self._sessions[session.key] = session
+        self._respond_invite(session, 100, now)
+        self._events.append(IncomingCall(session.key, request, source))
+
+    def _on_ack(self, request: Request, existing: object, now: float) -> None:
+        if isinstance(existing, InviteServerTransaction):
+            existing.on_ack(now)  # ACK for a non-2xx: part of the INVITE transaction
+            return
+        session = self._find_session(request)
+        if session is None or session.ok_datagram is None:
+            return  # a stray ACK: RFC 3261 section 17.2.3 says absorb it
+        if not session.confirmed:
+            session.confirmed = True
+            session.ok_retransmit_at = session.ok_give_up_at = None
+            self._events.append(CallConfirmed(session.key))
+
+    def _on_cancel(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
+        # RFC 3261 section 9.2: CANCEL matches the INVITE transaction by its branch.
+        invite_key = (*key[:-1], "INVITE")
+        invite_tx = self._server_tx.get(invite_key)
+        if not isinstance(invite_tx, InviteServerTransaction):
+            self._reply(request, dest, 481, now, key)
+            return
+        self._reply(request, dest, 200, now, key)
+        session = next((s for s in self._sessions.values() if s.transaction is invite_tx), None)
+        if session is not None and invite_tx.state is State.PROCEEDING:
+            self._respond_invite(session, 487, now)
+            self._sessions.pop(session.key, None)
+            self._events.append(CallEnded(session.key, "cancelled by the caller"))
+
+    def _on_bye(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
+        session = self._find_session(request)
+        if session is None:
+            self._reply(request, dest, 481, now, key)
+            return
+        self._reply(request, dest, 200, now, key)
+        self._drop_session(session, "the caller hung up")
+
+    # --- responses ---------------------------------------------------------------------
+
+    def _on_response(self, response: Response, source: Address, now: float) -> None:
+        try:
+            via = parse_via(response.headers.get("Via") or "")
+        except (ParseError, BadRequest):
+            log.warning("dropped response without a usable Via from %s:%d", *source)
+            return
+        entry = self._client_tx.get(via.branch or "")
+        if entry is None:
+            return  # a stray or late response: nothing waits for it
+        ctx, _, session = entry
+        ctx.on_response(response, now)
+        if ctx.state is State.COMPLETED and session is not None:
+            self._drop_session(session)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _respond_invite(self, session: Session, status: int, now: float, *, reason: str | None = None,
+                        headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> bytes:
+        tag = session.local_tag if status > 100 else None
+        response = make_response(session.invite, status, reason, to_tag=tag,
+                                 headers=[*headers, ("Server", self.user_agent)], body=body)
+        datagram = session.transaction.respond(response, now)
+        self._out.append((datagram, self._tx_dest[id(session.transaction)]))
+        if status >= 300:
+            session.ended = True
+        return datagram
+
+    def _reply(self, request: Request, dest: Address, status: int, now: float, key: tuple[str, ...],
+               *, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Answer a request inside a new server transaction, so retransmissions get the same answer."""
+        if request.method == "INVITE":
+            tx: InviteServerTransaction | NonInviteServerTransaction = InviteServerTransaction(request, now)
+        else:
+            tx = NonInviteServerTransaction(request, now)
+        self._server_tx[key] = tx
+        self._tx_dest[id(tx)] = dest
+        to_tag = None if parse_name_addr(request.headers.get("To") or "").tag else _new_tag()
+        response = make_response(request, status, reason, to_tag=to_tag,
+                                 headers=[*headers, ("Server", self.user_agent)])
+        self._out.append((tx.respond(response, now), dest))
+
+    def _stateless_error(self, request: Request, source: Address, status: int, reason: str) -> None:
+        """400/505 for a request we could not validate, sent back to its source."""
+        log.warning("bad %s from %s:%d: %s", request.method, *source, reason)
+        if request.method == "ACK":
+            return  # never answer an ACK (RFC 3261 section 17.1.1.3)
+        try:
+            response = make_response(request, status, _short_reason(reason))
+        except (ParseError, BadRequest, ValueError):
+            return  # not even the headers needed to answer: drop
+        self._out.append((response.to_bytes(), source))
+
+    def _stamp_via(self, request: Request, via: object, source: Address) -> Address:
+        """RFC 3261 section 18.2.1 and RFC 3581 section 4: record where the request came from.
+
+        Returns where responses go: the source IP, and the source port when the client
+        asked for ``rport`` (else the port it put in Via, default 5060).
+        """
+        vias = request.headers.get_all("Via")
+        top = parse_via(vias[0])
+        params = dict(top.params)
+        if top.host != source[0]:
+            params["received"] = source[0]
+        wants_rport = "rport" in params
+        if wants_rport:
+            params["rport"] = str(source[1])
+            params["received"] = source[0]
+        stamped = type(top)(top.transport, top.host, top.port, params)
+        request.headers.remove("Via")
+        for value in [str(stamped), *vias[1:]]:
+            request.headers.add("Via", value)
+        return (source[0], source[1] if wants_rport else (top.port or 5060))
+
+    @staticmethod
+    def _tx_key(request: Request, branch: str, via: object) -> tuple[str, ...]:
+        """RFC 3261 section 17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
+        method = "INVITE" if request.method == "ACK" else request.method
+        sent_by = f"{via.host}:{via.port or 5060}"  # type: ignore[attr-defined]
+        if branch.startswith("z9hG4bK") and len(branch) > len("z9hG4bK"):
+            return (branch, sent_by, method)
+        # RFC 2543 peer: no usable branch, so match on the dialog and CSeq instead.
+        cseq = parse_cseq(request.headers.get("CSeq") or "")
+        return (request.headers.get("Call-ID") or "", request.headers.get("From") or "",
+                str(cseq.number), sent_by, method)
+
+    def _find_session(self, request: Request) -> Session | None:
+        remote = parse_name_addr(request.headers.get("From") or "")
+        session = self._sessions.get(_session_key(request.headers.get("Call-ID") or "", remote.tag or ""))
+        if session is None:
+            return None
+        to_tag = parse_name_addr(request.headers.get("To") or "").tag
+        if request.method != "ACK" and to_tag != session.local_tag:
+            return None
+        return session
+
+    def _session_timers(self, session: Session, now: float) -> None:
+        if session.ok_give_up_at is not None and now >= session.ok_give_up_at:
+            # RFC 3261 section 13.3.1.4: no ACK after 64*T1: confirm, then end with BYE.
+            session.ok_retransmit_at = session.ok_give_up_at = None
+            log.warning("call %s: no ACK for our 200 OK; ending it with BYE", session.call_id)
+            self._send_bye(session, now, reason="no ACK for our 200 OK")
+            return
+        if session.ok_retransmit_at is not None and now >= session.ok_retransmit_at:
+            assert session.ok_datagram is not None
+            self._out.append((session.ok_datagram, self._tx_dest.get(id(session.transaction), session.source)))
+            session.ok_interval = min(session.ok_interval * 2, T2)
+            session.ok_retransmit_at = now + session.ok_interval
+
+    def _send_bye(self, session: Session, now: float, reason: str = "trivox hung up") -> None:
+        """RFC 3261 section 15.1.1 and 12.2.1.1: a BYE built from the dialog state."""
+        session.local_cseq += 1
+        headers = Headers()
+        local = _host_literal(self.host_for(session.source[0]))
+        headers.add("Via", f"SIP/2.0/UDP {local}:{self.port};branch={new_branch()};rport")
+        headers.add("Max-Forwards", "70")
+        for route in session.route_set:
+            headers.add("Route", route)
+        headers.add("From", str(session.local.with_tag(session.local_tag)))
+        headers.add("To", str(session.remote))
+        headers.add("Call-ID", session.call_id)
+        headers.add("CSeq", str(CSeq(session.local_cseq, "BYE")))
+        headers.add("User-Agent", self.user_agent)
+        bye = Request("BYE", session.remote_target, headers)
+        ctx = NonInviteClientTransaction(bye, now)
+        dest = self._tx_dest.get(id(session.transaction), session.source)
+        self._client_tx[parse_via(headers.get("Via") or "").branch or ""] = (ctx, dest, session)
+        self._out.append((ctx.start(), dest))
+        session.bye = ctx
+        session.ok_retransmit_at = session.ok_give_up_at = None
+        self._end(session, reason)
+
+    def _end(self, session: Session, reason: str) -> None:
+        if not session.ended:
+            session.ended = True
+            self._events.append(CallEnded(session.key, reason))
+
+    def _drop_session(self, session: Session, reason: str | None = None) -> None:
+        if reason is not None:
+            self._end(session, reason)
+        self._sessions.pop(session.key, None)
+
+    def _end_by_transaction(self, tx: InviteServerTransaction, reason: str) -> None:
+        for session in list(self._sessions.values()):
+            if session.transaction is tx:
+                self._drop_session(session, reason)
+
+
+def _session_key(call_id: str, remote_tag: str) -> str:
+    return f"{call_id};{remote_tag}"
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def _host_literal(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _short_reason(text: str) -> str:
+    """A reason phrase must be one line of text (RFC 3261 section 25.1 Reason-Phrase)."""
+    return " ".join(text.split())[:80] or "Bad Request"

@@ -1,0 +1,258 @@
+"""The sans-IO user agent with plain data: bytes and times in, bytes and events out."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipgw.sip.message import Request, Response, parse_message, parse_name_addr, parse_via
+from sipgw.sip.transaction import T1, T2, TIMEOUT
+from sipgw.sip.ua import CallConfirmed, CallEnded, IncomingCall, UserAgent
+
+CALLER = ("127.0.0.1", 5070)
+SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 6000 RTP/AVP 0 8\r\n")
+
+
+def request(method: str, *, branch: str = "z9hG4bK-1", cseq: int = 1, to_tag: str | None = None,
+            uri: str = "sip:trivox@127.0.0.1:5060", extra: str = "", body: bytes = b"",
+            via_params: str = ";rport", cseq_method: str | None = None) -> bytes:
+    to = "<sip:trivox@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    content = "Content-Type: application/sdp\r\n" if body else ""
+    head = (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}{via_params}\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"From: <sip:alice@127.0.0.1>;tag=alice1\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: call-1@127.0.0.1\r\n"
+        f"CSeq: {cseq} {cseq_method or method}\r\n"
+        f"Contact: <sip:alice@127.0.0.1:5070>\r\n"
+        f"{extra}{content}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@pytest.fixture
+def ua() -> UserAgent:
+    return UserAgent(port=5060, host_for=lambda peer: "127.0.0.1")
+
+
+def sent(ua: UserAgent) -> list[tuple[Response | Request, tuple[str, int]]]:
+    return [(parse_message(data), dest) for data, dest in ua.outgoing()]
+
+
+def statuses(ua: UserAgent) -> list[int]:
+    return [m.status for m, _ in sent(ua) if isinstance(m, Response)]
+
+
+def invite(ua: UserAgent, now: float = 0.0) -> str:
+    ua.receive(request("INVITE", body=SDP), CALLER, now)
+    (event,) = ua.events()
+    assert isinstance(event, IncomingCall)
+    return event.key
+
+
+def answered(ua: UserAgent) -> tuple[str, Response]:
+    key = invite(ua)
+    ua.outgoing()
+    ua.answer(key, b"v=0\r\n", 0.0)
+    ((ok, dest),) = sent(ua)
+    assert isinstance(ok, Response)
+    return key, ok
+
+
+def test_invite_gets_100_then_200_with_tag_contact_and_sdp(ua):
+    key = invite(ua)
+    ((trying, dest),) = sent(ua)
+    assert trying.status == 100 and dest == CALLER
+    assert parse_name_addr(trying.headers.get("To")).tag is None
+    ua.answer(key, b"v=0\r\n", 0.0)
+    ((ok, _),) = sent(ua)
+    assert ok.status == 200
+    assert parse_name_addr(ok.headers.get("To")).tag
+    assert ok.headers.get("Contact") == "<sip:trivox@127.0.0.1:5060>"
+    assert ok.headers.get("Content-Type") == "application/sdp" and ok.body == b"v=0\r\n"
+    assert ok.headers.get("Call-ID") == "call-1@127.0.0.1"
+    assert ok.headers.get("CSeq") == "1 INVITE"
+
+
+def test_via_is_stamped_with_received_and_rport(ua):
+    ua.receive(request("OPTIONS"), ("127.0.0.1", 40000), 0.0)
+    ((response, dest),) = sent(ua)
+    assert dest == ("127.0.0.1", 40000)  # rport: the source port, not the Via port
+    via = parse_via(response.headers.get("Via"))
+    assert via.params["rport"] == "40000" and via.params["received"] == "127.0.0.1"
+
+
+def test_without_rport_the_response_goes_to_the_via_port(ua):
+    ua.receive(request("OPTIONS", via_params=""), ("127.0.0.1", 40000), 0.0)
+    ((_, dest),) = sent(ua)
+    assert dest == ("127.0.0.1", 5070)
+
+
+def test_2xx_is_retransmitted_with_doubling_interval_until_ack(ua):
+    key, ok = answered(ua)
+    times = []
+    now = 0.0
+    while now < 10:
+        deadline = ua.next_deadline()
+        now = deadline
+        ua.handle_timers(now)
+        for message, _ in sent(ua):
+            assert message.status == 200
+            times.append(now)
+    gaps = [round(b - a, 3) for a, b in zip([0.0, *times], times)]
+    assert gaps[:5] == [T1, 2 * T1, 4 * T1, T2, T2]
+    ua.receive(request("ACK", branch="z9hG4bK-ack", to_tag=parse_name_addr(ok.headers.get("To")).tag), CALLER, now)
+    assert ua.events() == [CallConfirmed(key)]
+    ua.handle_timers(now + 5)
+    assert [m for m, _ in sent(ua) if isinstance(m, Response) and m.status == 200] == []
+
+
+def test_no_ack_ends_the_call_with_bye(ua):
+    key, _ = answered(ua)
+    now = 0.0
+    byes = []
+    while not byes:
+        now = ua.next_deadline()
+        ua.handle_timers(now)
+        byes += [m for m, _ in sent(ua) if isinstance(m, Request)]
+    assert [b.method for b in byes] == ["BYE"]
+    assert now == pytest.approx(TIMEOUT)
+    assert CallEnded(key, "no ACK for our 200 OK") in ua.events()
+
+
+def test_retransmitted_invite_gets_the_last_provisional_again(ua):
+    invite(ua)
+    ua.outgoing()
+    ua.receive(request("INVITE", body=SDP), CALLER, 0.2)
+    assert statuses(ua) == [100]
+    assert ua.events() == []
+
+
+def test_bye_ends_the_call(ua):
+    key, ok = answered(ua)
+    tag = parse_name_addr(ok.headers.get("To")).tag
+    ua.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag), CALLER, 0.1)
+    ua.events()
+    ua.receive(request("BYE", branch="z9hG4bK-bye", cseq=2, to_tag=tag), CALLER, 1.0)
+    assert statuses(ua) == [200]
+    assert ua.events() == [CallEnded(key, "the caller hung up")]
+    # a retransmitted BYE gets the same 200 from the transaction, and no second event
+    ua.receive(request("BYE", branch="z9hG4bK-bye", cseq=2, to_tag=tag), CALLER, 1.5)
+    assert statuses(ua) == [200]
+    assert ua.events() == []
+
+
+def test_bye_for_an_unknown_dialog_gets_481(ua):
+    ua.receive(request("BYE", to_tag="nope", cseq=2), CALLER, 0.0)
+    assert statuses(ua) == [481]
+
+
+def test_cancel_before_answer_gets_200_and_487(ua):
+    key = invite(ua)
+    ua.outgoing()
+    ua.receive(request("CANCEL", cseq=1), CALLER, 0.5)  # same branch as the INVITE
+    messages = sent(ua)
+    assert sorted((m.status, m.headers.get("CSeq")) for m, _ in messages) == [(200, "1 CANCEL"), (487, "1 INVITE")]
+    assert ua.events() == [CallEnded(key, "cancelled by the caller")]
+    # the 487 is retransmitted (Timer G) until the ACK arrives, then never again
+    ua.handle_timers(0.5 + T1)
+    assert statuses(ua) == [487]
+    ua.receive(request("ACK", cseq=1, to_tag="x"), CALLER, 1.2)
+    ua.handle_timers(10.0)
+    assert statuses(ua) == []
+
+
+def test_cancel_for_nothing_gets_481(ua):
+    ua.receive(request("CANCEL", branch="z9hG4bK-none"), CALLER, 0.0)
+    assert statuses(ua) == [481]
+
+
+def test_options_lists_allowed_methods(ua):
+    ua.receive(request("OPTIONS"), CALLER, 0.0)
+    ((response, _),) = sent(ua)
+    assert response.status == 200
+    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"}
+
+
+@pytest.mark.parametrize(("method", "status"), [("REGISTER", 405), ("SUBSCRIBE", 405), ("FROBNICATE", 501)])
+def test_unserved_methods(ua, method, status):
+    ua.receive(request(method), CALLER, 0.0)
+    ((response, _),) = sent(ua)
+    assert response.status == status
+    assert "INVITE" in response.headers.get_all("Allow")
+
+
+def test_invalid_request_gets_400_naming_the_problem(ua):
+    data = request("OPTIONS").replace(b"Call-ID: call-1@127.0.0.1\r\n", b"")
+    ua.receive(data, CALLER, 0.0)
+    ((response, dest),) = sent(ua)
+    assert response.status == 400 and dest == CALLER
+    assert "call-id" in response.reason.lower()
+
+
+def test_cseq_method_mismatch_gets_400(ua):
+    ua.receive(request("OPTIONS", cseq_method="INVITE"), CALLER, 0.0)
+    assert statuses(ua) == [400]
+
+
+def test_garbage_is_dropped_silently(ua):
+    ua.receive(b"\x00\x01 this is not SIP \r\n\r\n", CALLER, 0.0)
+    ua.receive(b"", CALLER, 0.0)
+    assert ua.outgoing() == [] and ua.events() == []
+
+
+def test_unknown_uri_scheme_gets_416(ua):
+    ua.receive(request("OPTIONS", uri="tel:+15551234"), CALLER, 0.0)
+    assert statuses(ua) == [416]
+
+
+def test_unknown_required_extension_gets_420(ua):
+    ua.receive(request("OPTIONS", extra="Require: 100rel, foo\r\n"), CALLER, 0.0)
+    ((response, _),) = sent(ua)
+    assert response.status == 420 and response.headers.get_all("Unsupported") == ["100rel", "foo"]
+
+
+def test_invite_without_sdp_gets_488_and_unknown_body_415(ua):
+    ua.receive(request("INVITE"), CALLER, 0.0)
+    assert statuses(ua) == [488]
+    data = request("INVITE", branch="z9hG4bK-2", body=b"hello").replace(b"application/sdp", b"text/plain")
+    ua.receive(data, CALLER, 0.0)
+    assert statuses(ua) == [415]
+    assert ua.events() == []
+
+
+def test_our_hangup_sends_a_bye_built_from_the_dialog(ua):
+    key, ok = answered(ua)
+    tag = parse_name_addr(ok.headers.get("To")).tag
+    ua.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag), CALLER, 0.1)
+    ua.events()
+    ua.hangup(key, 1.0)
+    ((bye, dest),) = sent(ua)
+    assert bye.method == "BYE" and dest == CALLER
+    assert bye.uri == "sip:alice@127.0.0.1:5070"  # the remote target from Contact
+    assert parse_name_addr(bye.headers.get("From")).tag == tag
+    assert parse_name_addr(bye.headers.get("To")).tag == "alice1"
+    assert bye.headers.get("Call-ID") == "call-1@127.0.0.1"
+    assert ua.events() == [CallEnded(key, "trivox hung up")]
+    ua.handle_timers(1.0 + T1)  # Timer E: the BYE again
+    assert [m.method for m, _ in sent(ua)] == ["BYE"]
+    ok_for_bye = (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {bye.headers.get('Via')}\r\n"
+        f"From: {bye.headers.get('From')}\r\nTo: {bye.headers.get('To')}\r\n"
+        f"Call-ID: call-1@127.0.0.1\r\nCSeq: {bye.headers.get('CSeq')}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    ua.receive(ok_for_bye, CALLER, 1.6)
+    ua.handle_timers(20.0)
+    assert ua.outgoing() == []
+    assert ua.next_deadline() is None or ua.next_deadline() > 20.0
+
+
+def test_hangup_before_answer_rejects_with_480(ua):
+    key = invite(ua)
+    ua.outgoing()
+    ua.hangup(key, 0.0)
+    assert statuses(ua) == [480]
