@@ -1,0 +1,202 @@
+"""The Call API: what a dialog plugin sees of one phone call.
+
+A dialog is ``async def handle(call: Call)``. It runs inside the call's nursery beside the
+call's "ears", a task that runs every inbound frame through the VAD, streams each
+utterance into an ASR stream and queues the final transcripts for ``listen()``.
+
+Barge-in is a cancellation. ``say()`` speaks inside its own cancel scope; when the ears
+hear the caller start talking while that scope is open, they cancel it and flush the
+pacer. ``say()`` then records in the agent's history only the part of the text the
+caller actually heard, measured by the milliseconds the pacer played.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import trio
+
+from media.audio import FRAME_MS, duration_ms
+from media.vad import SpeechEnd, SpeechStart, VadConfig, VadSegmenter
+from providers.base import ASR, TTS, AsrStream
+
+from .leg import Leg
+from .transcript import Transcript
+
+log = logging.getLogger("trivox.dialog")
+
+#: Finished transcripts waiting for listen(); more than this and the oldest is useless.
+TRANSCRIPT_QUEUE = 16
+#: Caller audio kept from before the VAD fires, on top of its padding: the VAD declares
+#: speech only after ``min_speech_ms`` of it, and that audio must reach the ASR too.
+PREROLL_EXTRA_MS = 100
+
+
+@dataclass(frozen=True)
+class CallServices:
+    """Everything a call needs that outlives it: providers and settings."""
+
+    asr: ASR
+    tts: TTS
+    vad: VadConfig = field(default_factory=VadConfig)
+    transcripts_dir: str | None = None
+    greeting: str = ""
+    listen_timeout: float = 10.0
+
+
+class CallEnded(Exception):
+    """Raised by Call methods used after the call is over."""
+
+
+class Call:
+    """One phone call, as a dialog drives it."""
+
+    def __init__(self, leg: Leg, services: CallServices, nursery: trio.Nursery) -> None:
+        self.id = leg.call_id
+        self.caller = leg.caller
+        self.services = services
+        #: The conversation as the caller experienced it: {"role", "content"} dicts,
+        #: with the agent's turns cut to what was actually played.
+        self.history: list[dict[str, str]] = []
+        self.transcript = Transcript(services.transcripts_dir, leg.call_id)
+        self._leg = leg
+        self._nursery = nursery
+        self._answered = False
+        self._speaking: trio.CancelScope | None = None
+        send, self._transcripts = trio.open_memory_channel[str](TRANSCRIPT_QUEUE)
+        self._transcript_send = send
+
+    @property
+    def sample_rate(self) -> int:
+        return self._leg.sample_rate
+
+    # --- the API --------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """Connect the call. Idempotent."""
+        if not self._answered:
+            await self._leg.answer()
+            self._answered = True
+            await self.transcript.write("answered", caller=self.caller)
+
+    async def say(self, text: str) -> bool:
+        """Speak ``text``; returns False if the caller interrupted it (barge-in).
+
+        Returns once the caller has heard the last frame, so a dialog can hang up right
+        after a goodbye without cutting it off.
+        """
+        await self.answer()
+        pacer = self._leg.pacer
+        synthesized = 0.0
+        with trio.CancelScope() as scope:
+            self._speaking = scope
+            try:
+                pacer.start_utterance()
+                async for chunk in self.services.tts.synthesize(text, self.sample_rate):
+                    synthesized += duration_ms(chunk, self.sample_rate)
+                    pacer.enqueue(chunk)
+                pacer.end_utterance()
+                await pacer.wait_idle()
+            finally:
+                self._speaking = None
+        if not scope.cancelled_caught:
+            await self._record_agent(text, text, interrupted=False)
+            return True
+        heard = heard_prefix(text, pacer.played_ms, max(synthesized, pacer.played_ms))
+        log.info("barge-in after %d ms of agent speech", pacer.played_ms)
+        await self._record_agent(text, heard, interrupted=True)
+        return False
+
+    async def listen(self, timeout: float | None = None) -> str | None:
+        """The caller's next utterance as text, or None after ``timeout`` seconds of nothing.
+
+        Empty recognitions (a cough, a click) are skipped.
+        """
+        await self.answer()
+        limit = self.services.listen_timeout if timeout is None else timeout
+        with trio.move_on_after(limit):
+            while True:
+                text = await self._transcripts.receive()
+                if text:
+                    return text
+        return None
+
+    async def hangup(self) -> None:
+        """End the call. Nothing after this in the dialog runs."""
+        await self.transcript.write("hangup", by="agent")
+        await self._leg.hangup()
+        self._nursery.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    # --- the ears ---------------------------------------------------------------------
+
+    async def run_ears(self) -> None:
+        """Inbound frames -> VAD -> one ASR stream per utterance -> ``listen()``."""
+        vad = VadSegmenter(self.sample_rate, self.services.vad)
+        preroll_frames = (self.services.vad.padding_ms + self.services.vad.min_speech_ms
+                          + PREROLL_EXTRA_MS) // FRAME_MS
+        preroll: deque[bytes] = deque(maxlen=max(1, preroll_frames))
+        stream: AsrStream | None = None
+        async for frame in self._leg.inbound:
+            if stream is None:
+                preroll.append(frame)
+            else:
+                await stream.send_audio(frame)
+            for event in vad.feed(frame):
+                if isinstance(event, SpeechStart) and stream is None:
+                    self._barge_in()
+                    stream = await self.services.asr.open_stream(self.sample_rate)
+                    for early in preroll:
+                        await stream.send_audio(early)
+                    preroll.clear()
+                elif isinstance(event, SpeechEnd) and stream is not None:
+                    self._nursery.start_soon(self._finish_utterance, stream)
+                    stream = None
+
+    def _barge_in(self) -> None:
+        if self._speaking is not None:
+            self._speaking.cancel()
+            dropped = self._leg.pacer.flush()
+            log.debug("barge-in: dropped %d ms of queued agent audio", dropped)
+
+    async def _finish_utterance(self, stream: AsrStream) -> None:
+        try:
+            result = await stream.finish()
+        finally:
+            await stream.aclose()
+        text = result.text.strip()
+        log.info("caller said: %r", text)
+        if text:
+            self.history.append({"role": "user", "content": text})
+            await self.transcript.write("caller", text=text)
+        try:
+            self._transcript_send.send_nowait(text)
+        except trio.WouldBlock:
+            log.warning("transcript queue full; dropped %r", text)
+
+    async def _record_agent(self, text: str, heard: str, *, interrupted: bool) -> None:
+        if heard:
+            self.history.append({"role": "assistant", "content": heard})
+        if interrupted:
+            await self.transcript.write("agent", text=heard, interrupted=True, intended=text)
+        else:
+            await self.transcript.write("agent", text=text)
+
+
+def heard_prefix(text: str, played_ms: float, total_ms: float) -> str:
+    """The words of ``text`` the caller heard when ``played_ms`` of ``total_ms`` played.
+
+    Speech time is assumed proportional to characters, and the cut is moved back to a
+    word boundary so the history never holds half a word the caller did not hear.
+    """
+    if total_ms <= 0 or played_ms <= 0:
+        return ""
+    if played_ms >= total_ms:
+        return text
+    cut = int(len(text) * played_ms / total_ms)
+    head = text[:cut]
+    if cut < len(text) and not text[cut].isspace():
+        head = head.rsplit(" ", 1)[0] if " " in head else ""
+    return head.rstrip()

@@ -1,0 +1,176 @@
+"""Asterisk AudioSocket over TCP: the thin Trio adapter around ``protocol.Connection``.
+
+Facts from a real Asterisk 22 that shape this file:
+- audio frames follow the caller's packet time (320 bytes at 20 ms, 480 at 30 ms), so
+  inbound audio is re-cut into 20 ms frames here and no size is assumed;
+- when the caller hangs up, Asterisk closes the connection without a hangup frame;
+- a hangup frame from us makes Asterisk hang up the caller;
+- the AudioSocket application drops a call after about 2 s without frames, so the pacer
+  sends a 20 ms frame every tick, silence included.
+A malformed or oversized frame ends that connection only, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from media.audio import frame_bytes, silence
+from media.pacer import Pacer
+
+from ..calls import Calls
+from ..config import HostPort
+from .protocol import CLOSED, NEED_DATA, Audio, AudioSocketError, Connection, Dtmf, Error, Hangup, Uuid
+
+log = logging.getLogger("trivox.audiosocket")
+
+#: Signed-linear 8 kHz: the rate of kind 0x10 audio.
+RATE = 8000
+#: Asterisk sends the UUID frame first, at once; a peer that does not is not Asterisk.
+UUID_TIMEOUT = 5.0
+READ_SIZE = 4096
+INBOUND_QUEUE = 250
+
+
+class AudioSocketLeg:
+    """One AudioSocket connection as the dialog sees it."""
+
+    def __init__(self, stream: trio.SocketStream, connection: Connection, call_id: str, peer: str) -> None:
+        self.call_id = call_id
+        self.caller = peer
+        self.sample_rate = RATE
+        self.pacer = Pacer(RATE)
+        self.end_reason = ""
+        self.cancel_scope: trio.CancelScope | None = None
+        send, self.inbound = trio.open_memory_channel[bytes](INBOUND_QUEUE)
+        self._inbound_send = send
+        self._stream = stream
+        self._connection = connection
+        self._pending = b""
+        self._frame = frame_bytes(RATE)
+        self._silence = silence(RATE)
+        self._send_lock = trio.Lock()
+        self._closed = False
+        self._warned_rate = False
+
+    async def answer(self) -> None:
+        """Asterisk answered before it connected to us: nothing to do."""
+
+    async def hangup(self) -> None:
+        self.end_reason = self.end_reason or "trivox hung up"
+        await self._send(self._connection.send(Hangup()))
+        await self.close()
+
+    async def pacer_sink(self, frame: bytes | None) -> None:
+        await self._send(self._connection.send(Audio(self._silence if frame is None else frame)))
+
+    async def read_loop(self) -> None:
+        """Frames from Asterisk until it closes, hangs up, or sends garbage."""
+        try:
+            while True:
+                event = self._connection.next_event()
+                if event is NEED_DATA:
+                    self._connection.receive_data(await self._stream.receive_some(READ_SIZE))
+                    continue
+                if event is CLOSED:
+                    self._end("the caller hung up (connection closed)")
+                    return
+                if isinstance(event, Audio) and event.rate == RATE:
+                    self._audio(event.pcm)
+                elif isinstance(event, Audio):
+                    if not self._warned_rate:
+                        log.warning("ignoring %d Hz audio: only 8 kHz signed linear (kind 0x10) is "
+                                    "served so far", event.rate)
+                        self._warned_rate = True
+                elif isinstance(event, Hangup):
+                    self._end("the caller hung up")
+                    return
+                elif isinstance(event, Dtmf):
+                    log.info("DTMF %s", event.digit)
+                elif isinstance(event, Error):
+                    log.warning("Asterisk reported an error (code %s)", event.code)
+                elif isinstance(event, Uuid):
+                    log.warning("ignored a second UUID frame")
+        except AudioSocketError as exc:
+            log.warning("malformed AudioSocket frame, closing the connection: %s", exc)
+            self._end(f"protocol error: {exc}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+            self._end(f"connection lost: {exc}")
+
+    def _audio(self, pcm: bytes) -> None:
+        """Re-cut Asterisk's frames (any packet time) into our 20 ms frames."""
+        self._pending += pcm
+        while len(self._pending) >= self._frame:
+            frame, self._pending = self._pending[:self._frame], self._pending[self._frame:]
+            try:
+                self._inbound_send.send_nowait(frame)
+            except trio.WouldBlock:
+                log.debug("dialog is behind; dropped a caller frame")
+
+    def _end(self, reason: str) -> None:
+        self.end_reason = self.end_reason or reason
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    async def _send(self, data: bytes) -> None:
+        if self._closed:
+            return
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._end("connection lost")
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+
+async def serve_audiosocket(listen: HostPort, calls: Calls, calls_nursery: trio.Nursery, *,
+                            task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Accept AudioSocket connections; each one becomes a call in the calls nursery."""
+    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    address = listeners[0].socket.getsockname()
+    task_status.started((address[0], address[1]))
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await _connection(stream, calls)
+
+    await trio.serve_listeners(handle, listeners, handler_nursery=calls_nursery)
+
+
+async def _connection(stream: trio.SocketStream, calls: Calls) -> None:
+    peer = _peer(stream)
+    connection = Connection()
+    try:
+        with trio.fail_after(UUID_TIMEOUT):
+            event = NEED_DATA
+            while event is NEED_DATA:
+                event = connection.next_event()
+                if event is NEED_DATA:
+                    connection.receive_data(await stream.receive_some(READ_SIZE))
+    except (AudioSocketError, trio.TooSlowError, trio.BrokenResourceError, ConnectionError) as exc:
+        log.warning("AudioSocket connection from %s closed before its UUID: %s", peer, exc or "timeout")
+        await stream.aclose()
+        return
+    if not isinstance(event, Uuid):
+        log.warning("AudioSocket connection from %s did not start with a UUID frame; closing", peer)
+        await stream.aclose()
+        return
+    leg = AudioSocketLeg(stream, connection, str(event.value), peer)
+    try:
+        await calls.run(leg, [leg.read_loop])
+    finally:
+        await leg.close()
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "unknown"
+    return f"{host}:{port}"
+

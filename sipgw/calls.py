@@ -1,0 +1,81 @@
+"""The calls nursery: one nursery per call, whatever transport brought it.
+
+Both transports (SIP/RTP and AudioSocket) build a leg and hand it here with the media
+tasks that feed it. ``Calls.run`` opens the call's nursery, starts those tasks and the
+pacer, runs the dialog, and when the dialog or the transport ends the call, cancels
+exactly that nursery. A failure inside one call is logged with its id and ends only it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+
+from dialog.call import CallServices
+from dialog.leg import Leg
+from dialog.plugins import Handler
+from dialog.runner import run_dialog
+
+from .log import CALL_ID
+
+log = logging.getLogger("trivox.calls")
+
+#: Time the calls get at shutdown to send their BYE / hangup frame.
+SHUTDOWN_GRACE = 2.0
+
+
+class ServerLeg(Leg, Protocol):
+    """A leg as the server drives it: it can be ended from the transport side."""
+
+    cancel_scope: trio.CancelScope | None
+
+    async def pacer_sink(self, frame: bytes | None) -> None:
+        """Where the pacer delivers each 20 ms tick's frame."""
+
+
+class Calls:
+    """All live calls; lives in the server nursery."""
+
+    def __init__(self, services: CallServices, handler: Handler) -> None:
+        self.services = services
+        self.handler = handler
+        self.live: dict[str, ServerLeg] = {}
+
+    async def run(self, leg: ServerLeg, media_tasks: list[Callable[[], Awaitable[None]]]) -> None:
+        """One call from start to end. Never raises: a broken call must not harm others."""
+        CALL_ID.set(leg.call_id)
+        started = time.monotonic()
+        log.info("call started from %s", leg.caller or "unknown caller")
+        self.live[leg.call_id] = leg
+        try:
+            async with trio.open_nursery() as nursery:
+                leg.cancel_scope = nursery.cancel_scope
+                for task in media_tasks:
+                    nursery.start_soon(task)
+                await nursery.start(leg.pacer.run, leg.pacer_sink)
+                await run_dialog(leg, self.services, self.handler, nursery)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            log.exception("call failed")
+            leg.end_reason = leg.end_reason or "internal error"
+        finally:
+            self.live.pop(leg.call_id, None)
+            log.info("call ended after %.1f s: %s", time.monotonic() - started,
+                     leg.end_reason or "dialog finished")
+
+    async def shutdown(self) -> None:
+        """Hang up every call (BYE, hangup frame); cancel those that do not finish in time."""
+        legs = list(self.live.values())
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            for leg in legs:
+                leg.end_reason = leg.end_reason or "server shutting down"
+                with trio.move_on_after(SHUTDOWN_GRACE / 2):
+                    await leg.hangup()
+        for leg in legs:
+            if leg.cancel_scope is not None:
+                leg.cancel_scope.cancel()
+

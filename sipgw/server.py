@@ -1,0 +1,114 @@
+"""The root of the nursery tree: listeners, the calls nursery, and graceful shutdown.
+
+    trivox serve
+    └── server nursery
+        ├── SIP over UDP (one sans-IO user agent)
+        ├── AudioSocket listener
+        ├── signal watcher (SIGINT, SIGTERM -> graceful shutdown)
+        └── calls nursery
+            └── one nursery per call (sipgw.calls)
+
+Shutdown is a cancellation with a grace period: every call is hung up (BYE or a hangup
+frame) and its transcript closed, then the root is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+
+import trio
+
+from dialog.call import CallServices
+from dialog.plugins import PluginError, load_handler
+from media.vad import VadConfig
+from media.vad import session as vad_session
+from providers.base import ProviderError
+from providers.registry import build_asr, build_tts
+
+from .audiosocket.server import serve_audiosocket
+from .calls import Calls
+from .config import Config, ConfigError
+from .sip_server import SipServer
+
+log = logging.getLogger("trivox.server")
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the server ended up listening (ports may have been 0)."""
+
+    sip: tuple[str, int]
+    audiosocket: tuple[str, int] | None
+
+
+def prepare(config: Config) -> Calls:
+    """Load the dialog handler and the providers; a problem is a ConfigError naming the key."""
+    try:
+        handler = load_handler(config.dialog.handler)
+    except PluginError as exc:
+        raise ConfigError(config.source, "dialog.handler", str(exc)) from None
+    tts = config.tts
+    try:
+        asr = build_asr(config.asr.type, {})
+    except ProviderError as exc:
+        raise ConfigError(config.source, "asr", str(exc)) from None
+    try:
+        tts_provider = build_tts(tts.type, {"voice": tts.voice, "rate": tts.rate, "pitch": tts.pitch})
+    except ProviderError as exc:
+        raise ConfigError(config.source, "tts", str(exc)) from None
+    try:
+        vad_session()  # load the model now: a missing one stops start-up, not the first call
+    except RuntimeError as exc:
+        raise ConfigError(config.source, "vad", str(exc)) from None
+    services = CallServices(
+        asr=asr,
+        tts=tts_provider,
+        vad=VadConfig(threshold=config.vad.threshold, min_speech_ms=config.vad.min_speech_ms,
+                      min_silence_ms=config.vad.min_silence_ms, padding_ms=config.vad.padding_ms),
+        transcripts_dir=config.transcripts.dir or None,
+        greeting=config.dialog.greeting,
+        listen_timeout=config.dialog.listen_timeout,
+    )
+    return Calls(services, handler)
+
+
+async def serve(config: Config, calls: Calls | None = None, *, handle_signals: bool = True,
+                task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the server until cancelled or signalled; ``calls`` comes from ``prepare``."""
+    calls = calls or prepare(config)
+    async with trio.open_nursery() as root:
+        calls_nursery = await root.start(_calls_nursery)
+        sip = SipServer(config, calls, calls_nursery)
+        sip_address = await root.start(sip.run)
+        log.info("SIP listening on udp %s", _show(sip_address))
+        audiosocket_address = None
+        if config.audiosocket.enabled:
+            audiosocket_address = await root.start(serve_audiosocket, config.audiosocket.listen, calls, calls_nursery)
+            log.info("AudioSocket listening on tcp %s", _show(audiosocket_address))
+        log.info("dialog %r, ASR %s, TTS %s (config: %s)", config.dialog.handler, config.asr.type,
+                 config.tts.type, config.source)
+        if handle_signals:
+            root.start_soon(_shutdown_on_signal, calls, root.cancel_scope)
+        task_status.started(Listening(sip_address, audiosocket_address))
+
+
+async def _calls_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
+
+
+async def _shutdown_on_signal(calls: Calls, root: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s: hanging up %d call(s) and stopping", signal.Signals(signum).name, len(calls.live))
+            await calls.shutdown()
+            root.cancel()
+            return
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

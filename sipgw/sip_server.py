@@ -1,0 +1,196 @@
+"""SIP over UDP: the thin Trio adapter that drives the sans-IO ``UserAgent``.
+
+Two tasks: one reads datagrams into the user agent, one fires its timers. After each
+step the adapter sends what the user agent queued and acts on its events: a new call
+becomes a ``SipLeg`` run in the calls nursery; an ended call cancels that call's nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import socket
+
+import trio
+
+from media.g711 import codec_by_name
+from media.pacer import Pacer
+from media.rtp_stream import RtpStream, open_rtp_socket
+
+from .calls import Calls
+from .config import Config
+from .sip.message import parse_name_addr
+from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
+from .sip.ua import CallConfirmed, CallEnded, IncomingCall, UserAgent
+
+log = logging.getLogger("trivox.sip")
+
+#: Larger than any SIP datagram we accept (the parser caps messages at 64 KiB).
+MAX_DATAGRAM = 65536
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class SipLeg:
+    """One SIP call as the dialog sees it: RTP media, answer by 200 OK, hang up by BYE."""
+
+    def __init__(self, server: SipServer, key: str, call_id: str, caller: str,
+                 rtp: RtpStream, sdp_answer: bytes) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.sample_rate = rtp.codec.clock_rate
+        self.inbound = rtp.inbound
+        self.pacer = Pacer(self.sample_rate)
+        self.end_reason = ""
+        self.cancel_scope: trio.CancelScope | None = None
+        self.rtp = rtp
+        self._server = server
+        self._key = key
+        self._sdp_answer = sdp_answer
+
+    async def answer(self) -> None:
+        await self._server.command(lambda ua, now: ua.answer(self._key, self._sdp_answer, now))
+
+    async def hangup(self) -> None:
+        self.end_reason = self.end_reason or "trivox hung up"
+        await self._server.command(lambda ua, now: ua.hangup(self._key, now))
+
+    async def pacer_sink(self, frame: bytes | None) -> None:
+        await self.rtp.tick(frame)
+
+    def ended(self, reason: str) -> None:
+        self.end_reason = self.end_reason or reason
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+
+class SipServer:
+    def __init__(self, config: Config, calls: Calls, calls_nursery: trio.Nursery) -> None:
+        self.config = config
+        self._calls = calls
+        self._calls_nursery = calls_nursery
+        self._sock: trio.socket.SocketType | None = None
+        self._ua: UserAgent | None = None
+        self._legs: dict[str, SipLeg] = {}
+        self._wakeup = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
+        listen = self.config.sip.listen
+        family = trio.socket.AF_INET6 if ":" in listen.host else trio.socket.AF_INET
+        with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
+            await sock.bind((listen.host, listen.port))
+            self._sock = sock
+            host, port = sock.getsockname()[:2]
+            self._ua = UserAgent(port=port, host_for=self._local_host,
+                                 user_agent=self.config.sip.user_agent)
+            task_status.started((host, port))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._timer_loop)
+                await self._receive_loop()
+
+    async def command(self, step) -> None:  # type: ignore[no-untyped-def]
+        """Run ``step(ua, now)`` on the user agent and send what it produced."""
+        assert self._ua is not None
+        step(self._ua, trio.current_time())
+        await self._after_step()
+
+    # --- loops -----------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        assert self._sock is not None and self._ua is not None
+        while True:
+            try:
+                data, source = await self._sock.recvfrom(MAX_DATAGRAM)
+            except ConnectionResetError:
+                continue  # an ICMP port unreachable for an earlier send (Linux reports it here)
+            self._ua.receive(data, (source[0], source[1]), trio.current_time())
+            await self._after_step()
+
+    async def _timer_loop(self) -> None:
+        assert self._ua is not None
+        while True:
+            self._wakeup = trio.Event()
+            deadline = self._ua.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._wakeup.wait()
+            self._ua.handle_timers(trio.current_time())
+            await self._after_step()
+
+    async def _after_step(self) -> None:
+        assert self._sock is not None and self._ua is not None
+        for datagram, dest in self._ua.outgoing():
+            try:
+                await self._sock.sendto(datagram, dest)
+            except OSError as exc:
+                log.warning("SIP send to %s:%d failed: %s", dest[0], dest[1], exc)
+        for event in self._ua.events():
+            if isinstance(event, IncomingCall):
+                self._calls_nursery.start_soon(self._start_call, event)
+            elif isinstance(event, CallEnded):
+                leg = self._legs.pop(event.key, None)
+                if leg is not None:
+                    leg.ended(event.reason)
+            elif isinstance(event, CallConfirmed):
+                log.debug("ACK received for %s", event.key)
+        self._wakeup.set()  # the deadline may have moved
+
+    # --- calls -----------------------------------------------------------------------
+
+    async def _start_call(self, event: IncomingCall) -> None:
+        """Negotiate media for a new INVITE and run the call; rejects what cannot work."""
+        assert self._ua is not None
+        request = event.request
+        call_id = request.headers.get("Call-ID") or event.key
+        try:
+            offer = parse_sdp(request.body)
+        except SdpError as exc:
+            log.warning("call %s: unusable SDP offer: %s", call_id, exc)
+            await self.command(lambda ua, now: ua.reject(event.key, 400, now, reason="Bad SDP"))
+            return
+        rtp_config = self.config.rtp
+        try:
+            sock = await open_rtp_socket(self.config.sip.listen.host, rtp_config.port_min, rtp_config.port_max)
+        except OSError as exc:
+            log.error("call %s: no RTP port: %s", call_id, exc)
+            await self.command(lambda ua, now: ua.reject(event.key, 503, now))
+            return
+        try:
+            sdp, negotiated = answer_offer(
+                offer, local_address=self._local_host(event.source[0]), rtp_port=sock.getsockname()[1],
+                codecs=self.config.sip.codecs, session_id=secrets.randbelow(2**31))
+        except NotAcceptable as exc:
+            sock.close()
+            log.warning("call %s: %s", call_id, exc)
+            await self.command(lambda ua, now: ua.reject(event.key, 488, now))
+            return
+        rtp = RtpStream(sock, codec_by_name(negotiated.codec),
+                        (negotiated.remote_address, negotiated.remote_port),
+                        payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames)
+        caller = parse_name_addr(request.headers.get("From") or "").uri
+        leg = SipLeg(self, event.key, call_id, caller, rtp, sdp)
+        self._legs[event.key] = leg
+        try:
+            await self._calls.run(leg, [rtp.receive_loop])
+        finally:
+            rtp.close()
+            if self._legs.pop(event.key, None) is not None:
+                await self.command(lambda ua, now: ua.hangup(event.key, now))
+
+    def _local_host(self, peer: str) -> str:
+        """The address we advertise (Via, Contact, SDP): configured, bound, or the one that routes to the peer."""
+        if self.config.sip.advertise:
+            return self.config.sip.advertise
+        if self.config.sip.listen.host not in WILDCARDS:
+            return self.config.sip.listen.host
+        return _route_source(peer)
+
+
+def _route_source(peer: str) -> str:
+    """The local address the kernel would use to reach ``peer``. Sends nothing."""
+    family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((peer, 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1" if family == socket.AF_INET else "::1"

@@ -1,0 +1,194 @@
+"""AudioSocket calls against `trivox serve`, from a test client that behaves like Asterisk.
+
+The client sends a UUID frame, then one audio frame every packet time (30 ms here, 480
+bytes, to prove trivox assumes no frame size), like Asterisk's AudioSocket application.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+import trio
+
+from tests.phone import SPEECH_RMS, rms, transcript_events
+from tests.speech import speak
+
+PTIME = 0.030
+CHUNK = 480  # 30 ms of 8 kHz s16le
+GAP = 0.5
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!BH", kind, len(payload)) + payload
+
+
+class Asterisk:
+    """One AudioSocket connection, as Asterisk would drive it."""
+
+    def __init__(self, stream: trio.SocketStream, call: uuid.UUID) -> None:
+        self.stream = stream
+        self.call = call
+        self.queue: list[bytes] = []
+        self.received: list[tuple[float, bytes]] = []
+        self.kinds: list[int] = []
+        self.closed = trio.Event()
+        self.last_speech_sent: float | None = None
+        self._send_lock = trio.Lock()
+
+    async def send_frame(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    @classmethod
+    async def connect(cls, address: tuple[str, int]) -> "Asterisk":
+        stream = await trio.open_tcp_stream(*address)
+        call = uuid.uuid4()
+        await stream.send_all(frame(0x01, call.bytes))
+        return cls(stream, call)
+
+    async def read(self) -> None:
+        buffer = b""
+        while True:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                self.closed.set()
+                return
+            buffer += data
+            while len(buffer) >= 3:
+                kind, length = struct.unpack("!BH", buffer[:3])
+                if len(buffer) < 3 + length:
+                    break
+                payload, buffer = buffer[3:3 + length], buffer[3 + length:]
+                self.kinds.append(kind)
+                if kind == 0x10:
+                    self.received.append((trio.current_time(), payload))
+
+    async def send_audio(self) -> None:
+        start = trio.current_time()
+        tick = 0
+        while not self.closed.is_set():
+            chunk = self.queue.pop(0) if self.queue else bytes(CHUNK)
+            if rms(chunk) > SPEECH_RMS:
+                self.last_speech_sent = trio.current_time()
+            try:
+                await self.send_frame(frame(0x10, chunk))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            tick += 1
+            await trio.sleep_until(start + tick * PTIME)
+
+    def say(self, pcm: bytes) -> None:
+        pcm += bytes(-len(pcm) % CHUNK)
+        self.queue += [pcm[i:i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+
+    async def wait_for_speech(self, after: float, timeout: float) -> float:
+        with trio.fail_after(timeout):
+            while True:
+                for when, pcm in self.received:
+                    if when > after and rms(pcm) > SPEECH_RMS:
+                        return when
+                await trio.sleep(0.01)
+
+    async def wait_for_quiet(self, after: float, timeout: float) -> None:
+        """Until the agent has sent only silence for GAP seconds."""
+        with trio.fail_after(timeout):
+            while True:
+                speech = [when for when, pcm in self.received if when > after and rms(pcm) > SPEECH_RMS]
+                if speech and trio.current_time() - speech[-1] > GAP:
+                    return
+                await trio.sleep(0.05)
+
+    def frame_gaps(self) -> float:
+        """Largest gap between two frames from trivox: it must keep sending in silences."""
+        times = [when for when, _ in self.received]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+
+async def talk(client: Asterisk, speech: bytes) -> tuple[float, float]:
+    """Say ``speech`` (8 kHz PCM); returns (end of our speech, start of the reply)."""
+    client.say(speech + bytes(16000))
+    with trio.fail_after(15):
+        while client.last_speech_sent is None or client.queue:
+            await trio.sleep(0.02)
+    spoken_end = client.last_speech_sent
+    reply_at = await client.wait_for_speech(spoken_end, timeout=20)
+    return spoken_end, reply_at
+
+
+async def test_call_greets_echoes_and_hangs_up_on_hangup_frame(trivox):
+    utterance = speak("hello world", 8000)  # made before the call: the client must not stall
+    client = await Asterisk.connect(trivox.audiosocket)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.read)
+        nursery.start_soon(client.send_audio)
+        greeting_at = await client.wait_for_speech(0.0, timeout=30)
+        await client.wait_for_quiet(greeting_at, timeout=30)
+
+        # a second connection that sends garbage is closed without disturbing this call
+        intruder = await trio.open_tcp_stream(*trivox.audiosocket)
+        await intruder.send_all(frame(0x01, uuid.uuid4().bytes) + b"\x42\x00\x02zz")
+        with trio.fail_after(10):
+            assert await intruder.receive_some(65536) == b""  # closed by trivox
+        await intruder.aclose()
+
+        spoken_end, reply_at = await talk(client, utterance)
+        await client.wait_for_quiet(reply_at, timeout=30)
+        await client.send_frame(frame(0x00))  # Asterisk: the caller hung up
+        with trio.fail_after(10):
+            await client.closed.wait()
+        nursery.cancel_scope.cancel()
+    print(f"\nend of caller speech -> first reply frame: {(reply_at - spoken_end) * 1000:.0f} ms")
+    assert client.frame_gaps() < 0.1  # a frame every 20 ms, silences included
+    assert set(client.kinds) == {0x10}  # trivox sent audio only: the caller hung up, not us
+    events = transcript_events(trivox.transcripts)
+    mine = [e for e in events if e["call"] == str(client.call)]
+    caller = [e["text"] for e in mine if e["kind"] == "caller"]
+    assert caller and f"You said: {caller[0]}" in [e["text"] for e in mine if e["kind"] == "agent"]
+    assert mine[-1]["kind"] == "end" and mine[-1]["reason"] == "the caller hung up"
+    trivox.wait_for_log(r"malformed AudioSocket frame, closing the connection")
+
+
+async def test_caller_can_interrupt_the_agent(trivox):
+    interruption = speak("stop please, I want to talk to you now", 8000)
+    client = await Asterisk.connect(trivox.audiosocket)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.read)
+        nursery.start_soon(client.send_audio)
+        greeting_at = await client.wait_for_speech(0.0, timeout=30)
+        await trio.sleep(0.5)  # the agent is mid-greeting
+        client.say(interruption + bytes(16000))
+        interrupted_at = trio.current_time()
+        with trio.fail_after(15):
+            while client.last_speech_sent is None or client.queue:
+                await trio.sleep(0.02)
+        spoken_end = client.last_speech_sent
+        await client.wait_for_speech(spoken_end, timeout=20)  # the echo of what we said
+        nursery.cancel_scope.cancel()
+    speech = [when for when, pcm in client.received if rms(pcm) > SPEECH_RMS]
+    # The agent fell silent soon after the caller started, and stayed silent while the
+    # caller spoke: nothing from a second after the interruption to the end of our turn.
+    assert not [when for when in speech if interrupted_at + 1.0 < when < spoken_end + 0.4]
+    stopped = max(when for when in speech if when < interrupted_at + 1.0)
+    print(f"\nagent stopped {(stopped - interrupted_at) * 1000:.0f} ms after the caller started talking")
+    events = transcript_events(trivox.transcripts)
+    agent = next(e for e in events if e["kind"] == "agent" and e["call"] == str(client.call))
+    assert agent["interrupted"] is True
+    # the history holds only what the caller heard: a strict prefix of the greeting
+    assert agent["intended"].startswith(agent["text"]) and len(agent["text"]) < len(agent["intended"])
+
+
+async def test_trivox_hangup_sends_hangup_frame_on_shutdown(trivox):
+    client = await Asterisk.connect(trivox.audiosocket)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.read)
+        nursery.start_soon(client.send_audio)
+        await client.wait_for_speech(0.0, timeout=30)
+        assert await trio.to_thread.run_sync(trivox.stop) == 0  # Ctrl-C
+        with trio.fail_after(10):
+            await client.closed.wait()
+        nursery.cancel_scope.cancel()
+    assert client.kinds[-1] == 0x00  # the hangup frame makes Asterisk hang up the caller
+    events = transcript_events(trivox.transcripts)
+    assert events[-1]["kind"] == "end" and events[-1]["reason"] == "server shutting down"
+    assert "call ended" in trivox.log()

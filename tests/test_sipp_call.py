@@ -1,0 +1,158 @@
+"""A real SIP call from sipp to `trivox serve`, with real RTP, on loopback.
+
+sipp is the SIP user agent (INVITE, ACK, BYE); this test plays the caller's handset on
+the RTP port sipp's SDP offers: it hears the greeting, speaks a sentence made with
+eSpeak NG, and hears the echo come back.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import trio
+
+from tests.phone import SPEECH_RMS, rms, rtp_packet, rtp_payload, transcript_events, ulaw_decode, ulaw_encode
+from tests.speech import speak
+
+SCENARIO = Path(__file__).with_name("sipp") / "uac_call.xml"
+#: How long sipp stays on the line before its BYE: greeting + utterance + reply, with room.
+CALL_MS = 16000
+FRAME = 160  # 20 ms of 8 kHz mu-law
+GAP = 0.5  # seconds without agent packets that end a talkspurt (we send nothing in silences)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Handset:
+    """The caller's RTP end: sends 20 ms PCMU frames on a steady clock, records what arrives."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.peer: tuple[str, int] | None = None
+        self.received: list[tuple[float, int, int, bool, bytes]] = []  # time, ts, seq, marker, pcm
+        self.queue: list[bytes] = []
+        self.last_speech_sent: float | None = None
+        self.peer_known = trio.Event()
+
+    async def receive(self) -> None:
+        while True:
+            data, source = await self.sock.recvfrom(2048)
+            pt, seq, marker, payload = rtp_payload(data)
+            assert pt == 0, f"expected PCMU, got payload type {pt}"
+            timestamp = int.from_bytes(data[4:8], "big")
+            self.received.append((trio.current_time(), timestamp, seq, marker, ulaw_decode(payload)))
+            if self.peer is None:
+                self.peer = source[:2]
+                self.peer_known.set()
+
+    async def send(self) -> None:
+        await self.peer_known.wait()
+        ssrc, seq, ts = random.getrandbits(32), random.getrandbits(16), random.getrandbits(32)
+        start = trio.current_time()
+        tick = 0
+        while True:
+            frame = self.queue.pop(0) if self.queue else bytes(FRAME * 2)
+            if rms(frame) > SPEECH_RMS:
+                self.last_speech_sent = trio.current_time()
+            await self.sock.sendto(rtp_packet(seq + tick, ts + tick * FRAME, ssrc, ulaw_encode(frame)), self.peer)
+            tick += 1
+            await trio.sleep_until(start + tick * 0.020)
+
+    def say(self, pcm: bytes) -> None:
+        pcm += bytes(-len(pcm) % (FRAME * 2))
+        self.queue += [pcm[i:i + FRAME * 2] for i in range(0, len(pcm), FRAME * 2)]
+
+    def talkspurts(self) -> list[list[tuple[float, int, int, bool, bytes]]]:
+        """Agent packets split where nothing arrived for GAP seconds."""
+        spurts: list[list] = []
+        for packet in self.received:
+            if not spurts or packet[0] - spurts[-1][-1][0] > GAP:
+                spurts.append([])
+            spurts[-1].append(packet)
+        return spurts
+
+    async def wait_for_speech(self, after: float, timeout: float) -> float:
+        """Time of the first agent packet with speech energy after ``after``."""
+        with trio.fail_after(timeout):
+            while True:
+                for when, _, _, _, pcm in self.received:
+                    if when > after and rms(pcm) > SPEECH_RMS:
+                        return when
+                await trio.sleep(0.01)
+
+    async def wait_for_quiet(self, timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while not self.received or trio.current_time() - self.received[-1][0] < GAP:
+                await trio.sleep(0.05)
+
+
+async def test_sipp_call_hears_greeting_and_echo(trivox, tmp_path):
+    assert shutil.which("sipp"), "sipp is missing: apt-get install sip-tester (README, .ci/run)"
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    handset = Handset(sock)
+    host, port = trivox.sip
+    command = [
+        "sipp", f"{host}:{port}", "-sf", str(SCENARIO), "-m", "1", "-l", "1",
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+        "-key", "rtpport", str(sock.getsockname()[1]), "-d", str(CALL_MS),
+        "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err",
+    ]
+    utterance = speak("hello world", 8000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handset.receive)
+        nursery.start_soon(handset.send)
+        sipp = await nursery.start(lambda task_status: trio.run_process(
+            command, check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
+            task_status=task_status))
+
+        greeting_at = await handset.wait_for_speech(0.0, timeout=30)
+        await handset.wait_for_quiet(timeout=30)
+        handset.say(utterance + bytes(8000 * 2))  # the sentence, then a second of silence
+        with trio.fail_after(10):
+            while handset.last_speech_sent is None or handset.queue:
+                await trio.sleep(0.02)
+        spoken_end = handset.last_speech_sent
+        reply_at = await handset.wait_for_speech(spoken_end, timeout=20)
+        await handset.wait_for_quiet(timeout=30)
+        print(f"\nend of caller speech -> first reply packet: {(reply_at - spoken_end) * 1000:.0f} ms")
+
+        with trio.fail_after(CALL_MS / 1000 + 30):
+            while sipp.returncode is None:
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+
+    greeting, reply = handset.talkspurts()[:2]
+    assert greeting[0][0] <= greeting_at < greeting[-1][0] < reply_at
+    for spurt in (greeting, reply):
+        # RTP headers: marker on the first packet of each talkspurt only, sequence
+        # numbers consecutive, timestamps 160 apart (20 ms at 8 kHz).
+        assert [p[3] for p in spurt] == [True] + [False] * (len(spurt) - 1)
+        assert all((b[2] - a[2]) % 65536 == 1 for a, b in zip(spurt, spurt[1:]))
+        assert all((b[1] - a[1]) % 2**32 == FRAME for a, b in zip(spurt, spurt[1:]))
+        assert sum(rms(p[4]) > SPEECH_RMS for p in spurt) * 0.02 > 0.5  # over half a second of speech
+    # across the silence the timestamp kept counting: the gap in ts matches the gap in time
+    silence_ts = (reply[0][1] - greeting[-1][1]) % 2**32
+    assert silence_ts > (reply[0][0] - greeting[-1][0]) * 8000 * 0.5
+
+    trivox.wait_for_log(r"call ended after .*: the caller hung up")  # the BYE reached the call
+    events = transcript_events(trivox.transcripts)
+    kinds = [e["kind"] for e in events]
+    assert kinds[:2] == ["start", "answered"] and kinds[-1] == "end"
+    caller = [e["text"] for e in events if e["kind"] == "caller"]
+    agent = [e["text"] for e in events if e["kind"] == "agent"]
+    assert caller and caller[0], events
+    assert f"You said: {caller[0]}" in agent
+    assert events[-1]["reason"] == "the caller hung up"
+    call_id = events[0]["call"]
+    trivox.wait_for_log(rf"\[{re.escape(call_id)}\] trivox.calls: call started")
+    assert re.search(rf"\[{re.escape(call_id)}\] trivox.calls: call ended after .*: the caller hung up", trivox.log())
