@@ -38,6 +38,7 @@ class Handset:
         self.sock = sock
         self.peer: tuple[str, int] | None = None
         self.received: list[tuple[float, int, int, bool, bytes]] = []  # time, ts, seq, marker, pcm
+        self.energy: list[float] = []  # RMS of each received packet
         self.queue: list[bytes] = []
         self.last_speech_sent: float | None = None
         self.peer_known = trio.Event()
@@ -48,7 +49,9 @@ class Handset:
             pt, seq, marker, payload = rtp_payload(data)
             assert pt == 0, f"expected PCMU, got payload type {pt}"
             timestamp = int.from_bytes(data[4:8], "big")
-            self.received.append((trio.current_time(), timestamp, seq, marker, ulaw_decode(payload)))
+            pcm = ulaw_decode(payload)
+            self.received.append((trio.current_time(), timestamp, seq, marker, pcm))
+            self.energy.append(rms(pcm))
             if self.peer is None:
                 self.peer = source[:2]
                 self.peer_known.set()
@@ -83,8 +86,8 @@ class Handset:
         """Time of the first agent packet with speech energy after ``after``."""
         with trio.fail_after(timeout):
             while True:
-                for when, _, _, _, pcm in self.received:
-                    if when > after and rms(pcm) > SPEECH_RMS:
+                for (when, *_), energy in zip(self.received, self.energy):
+                    if when > after and energy > SPEECH_RMS:
                         return when
                 await trio.sleep(0.01)
 
