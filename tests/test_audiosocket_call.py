@@ -158,7 +158,7 @@ async def test_caller_can_interrupt_the_agent(trivox):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.read)
         nursery.start_soon(client.send_audio)
-        greeting_at = await client.wait_for_speech(0.0, timeout=30)
+        await client.wait_for_speech(0.0, timeout=30)
         await trio.sleep(0.5)  # the agent is mid-greeting
         client.say(interruption + bytes(16000))
         interrupted_at = trio.current_time()

@@ -28,7 +28,7 @@ async def test_espeak_streams_before_the_text_is_done():
     text = " ".join(["This sentence is long enough to take a while."] * 30)
     got_first = False
     async for chunk in build_tts("local", {}).synthesize(text, 8000):
-        got_first = True
+        got_first = len(chunk) > 0
         break  # cancelling the consumer must stop the synthesis and release the engine
     assert got_first
     with trio.fail_after(10):

@@ -42,6 +42,33 @@ T4 = 5.0
 TIMEOUT = 64 * T1
 
 
+def earliest(*times: float | None) -> float | None:
+    """The soonest of the timers that are set."""
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
+
+
+class Retransmission:
+    """One datagram resent at T1, 2*T1, 4*T1, ... capped at T2.
+
+    The schedule of Timers A, E and G (RFC 3261 sections 17.1.1.2, 17.1.2.2, 17.2.1) and of
+    the UAS's 2xx retransmission (section 13.3.1.4).
+    """
+
+    def __init__(self, datagram: bytes, now: float) -> None:
+        self.datagram = datagram
+        self.next_at = now + T1
+        self._interval = T1
+
+    def due(self, now: float) -> bytes | None:
+        """The datagram if it is time to resend it (and the next time is set)."""
+        if now < self.next_at:
+            return None
+        self._interval = min(self._interval * 2, T2)
+        self.next_at = now + self._interval
+        return self.datagram
+
+
 class State(enum.Enum):
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -59,14 +86,12 @@ class InviteServerTransaction:
         self.state = State.PROCEEDING
         self.timed_out = False
         self._last: bytes | None = None
-        self._retransmit_at: float | None = None
-        self._interval = T1
+        self._retransmit: Retransmission | None = None  # Timer G
         self._end_at: float | None = None
 
     @property
     def deadline(self) -> float | None:
-        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
-        return min(times) if times else None
+        return earliest(self._retransmit.next_at if self._retransmit else None, self._end_at)
 
     def respond(self, response: Response, now: float) -> bytes:
         """Send ``response`` for the INVITE; returns the datagram."""
@@ -78,7 +103,7 @@ class InviteServerTransaction:
             self._end_at = now + TIMEOUT  # Timer L
         elif response.status >= 300:
             self.state = State.COMPLETED
-            self._retransmit_at = now + T1  # Timer G
+            self._retransmit = Retransmission(self._last, now)  # Timer G
             self._end_at = now + TIMEOUT  # Timer H
         return self._last
 
@@ -91,20 +116,16 @@ class InviteServerTransaction:
     def on_ack(self, now: float) -> None:
         if self.state is State.COMPLETED:
             self.state = State.CONFIRMED
-            self._retransmit_at = None
+            self._retransmit = None
             self._end_at = now + T4  # Timer I
 
     def on_timer(self, now: float) -> bytes | None:
         if self._end_at is not None and now >= self._end_at:
             self.timed_out = self.state is State.COMPLETED  # Timer H: the ACK never came
             self.state = State.TERMINATED
-            self._retransmit_at = self._end_at = None
+            self._retransmit = self._end_at = None
             return None
-        if self._retransmit_at is not None and now >= self._retransmit_at:
-            self._interval = min(self._interval * 2, T2)
-            self._retransmit_at = now + self._interval
-            return self._last
-        return None
+        return self._retransmit.due(now) if self._retransmit else None
 
 
 class NonInviteServerTransaction:
@@ -147,8 +168,7 @@ class NonInviteClientTransaction:
         self.response: Response | None = None
         self.timed_out = False
         self._datagram = request.to_bytes()
-        self._interval = T1
-        self._retransmit_at: float | None = now + T1  # Timer E
+        self._retransmit: Retransmission | None = Retransmission(self._datagram, now)  # Timer E
         self._end_at: float | None = now + TIMEOUT  # Timer F
 
     def start(self) -> bytes:
@@ -156,8 +176,7 @@ class NonInviteClientTransaction:
 
     @property
     def deadline(self) -> float | None:
-        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
-        return min(times) if times else None
+        return earliest(self._retransmit.next_at if self._retransmit else None, self._end_at)
 
     def on_response(self, response: Response, now: float) -> None:
         if self.state not in (State.TRYING, State.PROCEEDING):
@@ -167,17 +186,13 @@ class NonInviteClientTransaction:
             return
         self.state = State.COMPLETED
         self.response = response
-        self._retransmit_at = None
+        self._retransmit = None
         self._end_at = now + T4  # Timer K
 
     def on_timer(self, now: float) -> bytes | None:
         if self._end_at is not None and now >= self._end_at:
             self.timed_out = self.state in (State.TRYING, State.PROCEEDING)  # Timer F
             self.state = State.TERMINATED
-            self._retransmit_at = self._end_at = None
+            self._retransmit = self._end_at = None
             return None
-        if self._retransmit_at is not None and now >= self._retransmit_at:
-            self._interval = min(self._interval * 2, T2)
-            self._retransmit_at = now + self._interval
-            return self._datagram
-        return None
+        return self._retransmit.due(now) if self._retransmit else None

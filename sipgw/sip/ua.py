@@ -42,13 +42,13 @@ from .message import (
     validate_request,
 )
 from .transaction import (
-    T1,
-    T2,
     TIMEOUT,
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
+    Retransmission,
     State,
+    earliest,
 )
 
 log = logging.getLogger("trivox.sip")
@@ -116,15 +116,12 @@ class Session:
     ended: bool = False
     # the 2xx the UA core retransmits until the ACK (section 13.3.1.4)
     ok_datagram: bytes | None = None
-    ok_interval: float = T1
-    ok_retransmit_at: float | None = None
+    ok_retransmit: Retransmission | None = None
     ok_give_up_at: float | None = None
-    bye: NonInviteClientTransaction | None = None
 
     @property
     def deadline(self) -> float | None:
-        times = [t for t in (self.ok_retransmit_at, self.ok_give_up_at) if t is not None]
-        return min(times) if times else None
+        return earliest(self.ok_retransmit.next_at if self.ok_retransmit else None, self.ok_give_up_at)
 
 
 class UserAgent:
@@ -155,11 +152,9 @@ class UserAgent:
         return events
 
     def next_deadline(self) -> float | None:
-        times = [tx.deadline for tx in self._server_tx.values()]
-        times += [tx.deadline for tx, _, _ in self._client_tx.values()]
-        times += [s.deadline for s in self._sessions.values()]
-        present = [t for t in times if t is not None]
-        return min(present) if present else None
+        return earliest(*(tx.deadline for tx in self._server_tx.values()),
+                        *(tx.deadline for tx, _, _ in self._client_tx.values()),
+                        *(s.deadline for s in self._sessions.values()))
 
     def contact(self, peer_ip: str) -> str:
         return f"<sip:trivox@{_host_literal(self.host_for(peer_ip))}:{self.port}>"
@@ -227,7 +222,7 @@ class UserAgent:
             body=sdp,
         )
         session.ok_datagram = datagram
-        session.ok_retransmit_at = now + T1
+        session.ok_retransmit = Retransmission(datagram, now)
         session.ok_give_up_at = now + TIMEOUT
 
     def reject(self, key: str, status: int, now: float, reason: str | None = None) -> None:
@@ -343,7 +338,7 @@ class UserAgent:
             return  # a stray ACK: RFC 3261 section 17.2.3 says absorb it
         if not session.confirmed:
             session.confirmed = True
-            session.ok_retransmit_at = session.ok_give_up_at = None
+            session.ok_retransmit = session.ok_give_up_at = None
             self._events.append(CallConfirmed(session.key))
 
     def _on_cancel(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
@@ -468,15 +463,13 @@ class UserAgent:
     def _session_timers(self, session: Session, now: float) -> None:
         if session.ok_give_up_at is not None and now >= session.ok_give_up_at:
             # RFC 3261 section 13.3.1.4: no ACK after 64*T1: confirm, then end with BYE.
-            session.ok_retransmit_at = session.ok_give_up_at = None
+            session.ok_retransmit = session.ok_give_up_at = None
             log.warning("call %s: no ACK for our 200 OK; ending it with BYE", session.call_id)
             self._send_bye(session, now, reason="no ACK for our 200 OK")
             return
-        if session.ok_retransmit_at is not None and now >= session.ok_retransmit_at:
-            assert session.ok_datagram is not None
-            self._out.append((session.ok_datagram, self._tx_dest.get(id(session.transaction), session.source)))
-            session.ok_interval = min(session.ok_interval * 2, T2)
-            session.ok_retransmit_at = now + session.ok_interval
+        datagram = session.ok_retransmit.due(now) if session.ok_retransmit else None
+        if datagram is not None:
+            self._out.append((datagram, self._tx_dest.get(id(session.transaction), session.source)))
 
     def _send_bye(self, session: Session, now: float, reason: str = "trivox hung up") -> None:
         """RFC 3261 section 15.1.1 and 12.2.1.1: a BYE built from the dialog state."""
@@ -497,8 +490,7 @@ class UserAgent:
         dest = self._tx_dest.get(id(session.transaction), session.source)
         self._client_tx[parse_via(headers.get("Via") or "").branch or ""] = (ctx, dest, session)
         self._out.append((ctx.start(), dest))
-        session.bye = ctx
-        session.ok_retransmit_at = session.ok_give_up_at = None
+        session.ok_retransmit = session.ok_give_up_at = None
         self._end(session, reason)
 
     def _end(self, session: Session, reason: str) -> None:
