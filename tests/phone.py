@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import struct
+import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
+import trio
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -55,3 +57,98 @@ def transcript_events(folder: Path) -> list[dict]:
     for path in sorted(folder.glob("*.jsonl")):
         events += [json.loads(line) for line in path.read_text().splitlines()]
     return events
+
+
+# --- an AudioSocket client that behaves like Asterisk -------------------------------
+
+PTIME = 0.030
+CHUNK = 480  # 30 ms of 8 kHz s16le
+GAP = 0.5
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!BH", kind, len(payload)) + payload
+
+
+class Asterisk:
+    """One AudioSocket connection, as Asterisk's AudioSocket application drives it:
+    a UUID frame, then one audio frame every packet time (30 ms, 480 bytes, to prove
+    trivox assumes no frame size)."""
+
+    def __init__(self, stream: trio.SocketStream, call: uuid.UUID) -> None:
+        self.stream = stream
+        self.call = call
+        self.queue: list[bytes] = []
+        self.received: list[tuple[float, bytes, float]] = []  # time, pcm, rms
+        self.kinds: list[int] = []
+        self.closed = trio.Event()
+        self.last_speech_sent: float | None = None
+        self._send_lock = trio.Lock()
+
+    async def send_frame(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    @classmethod
+    async def connect(cls, address: tuple[str, int]) -> "Asterisk":
+        stream = await trio.open_tcp_stream(*address)
+        call = uuid.uuid4()
+        await stream.send_all(frame(0x01, call.bytes))
+        return cls(stream, call)
+
+    async def read(self) -> None:
+        buffer = b""
+        while True:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                self.closed.set()
+                return
+            buffer += data
+            while len(buffer) >= 3:
+                kind, length = struct.unpack("!BH", buffer[:3])
+                if len(buffer) < 3 + length:
+                    break
+                payload, buffer = buffer[3:3 + length], buffer[3 + length:]
+                self.kinds.append(kind)
+                if kind == 0x10:
+                    self.received.append((trio.current_time(), payload, rms(payload)))
+
+    async def send_audio(self) -> None:
+        start = trio.current_time()
+        tick = 0
+        while not self.closed.is_set():
+            chunk = self.queue.pop(0) if self.queue else bytes(CHUNK)
+            if rms(chunk) > SPEECH_RMS:
+                self.last_speech_sent = trio.current_time()
+            try:
+                await self.send_frame(frame(0x10, chunk))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            tick += 1
+            await trio.sleep_until(start + tick * PTIME)
+
+    def say(self, pcm: bytes) -> None:
+        pcm += bytes(-len(pcm) % CHUNK)
+        self.queue += [pcm[i:i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+
+    async def wait_for_speech(self, after: float, timeout: float) -> float:
+        with trio.fail_after(timeout):
+            while True:
+                for when, _, energy in self.received:
+                    if when > after and energy > SPEECH_RMS:
+                        return when
+                await trio.sleep(0.01)
+
+    async def wait_for_quiet(self, after: float, timeout: float) -> None:
+        """Until the agent has sent only silence for GAP seconds."""
+        with trio.fail_after(timeout):
+            while True:
+                speech = [when for when, _, energy in self.received if when > after and energy > SPEECH_RMS]
+                if speech and trio.current_time() - speech[-1] > GAP:
+                    return
+                await trio.sleep(0.05)
+
+    def frame_gaps(self) -> float:
+        """Largest gap between two frames from trivox: it must keep sending in silences."""
+        times = [when for when, _, _ in self.received]
+        return max(b - a for a, b in zip(times, times[1:]))
