@@ -18,11 +18,21 @@ import trio
 from tests.phone import SPEECH_RMS, rms, rtp_packet, rtp_payload, transcript_events, ulaw_decode, ulaw_encode
 from tests.speech import speak
 
-SCENARIO = Path(__file__).with_name("sipp") / "uac_call.xml"
+SCENARIOS = Path(__file__).with_name("sipp")
 #: How long sipp stays on the line before its BYE: greeting + utterance + reply, with room.
 CALL_MS = 16000
 FRAME = 160  # 20 ms of 8 kHz mu-law
 GAP = 0.5  # seconds without agent packets that end a talkspurt (we send nothing in silences)
+
+
+def sipp_command(target: tuple[str, int], scenario: str, rtp_port: int) -> list[str]:
+    host, port = target
+    return [
+        "sipp", f"{host}:{port}", "-sf", str(SCENARIOS / scenario), "-m", "1", "-l", "1",
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+        "-key", "rtpport", str(rtp_port), "-d", str(CALL_MS),
+        "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err",
+    ]
 
 
 def free_udp_port() -> int:
@@ -102,13 +112,7 @@ async def test_sipp_call_hears_greeting_and_echo(trivox, tmp_path):
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     await sock.bind(("127.0.0.1", 0))
     handset = Handset(sock)
-    host, port = trivox.sip
-    command = [
-        "sipp", f"{host}:{port}", "-sf", str(SCENARIO), "-m", "1", "-l", "1",
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
-        "-key", "rtpport", str(sock.getsockname()[1]), "-d", str(CALL_MS),
-        "-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err",
-    ]
+    command = sipp_command(trivox.sip, "uac_call.xml", sock.getsockname()[1])
     utterance = speak("hello world", 8000)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handset.receive)
@@ -159,3 +163,26 @@ async def test_sipp_call_hears_greeting_and_echo(trivox, tmp_path):
     call_id = events[0]["call"]
     trivox.wait_for_log(rf"\[{re.escape(call_id)}\] trivox.calls: call started")
     assert re.search(rf"\[{re.escape(call_id)}\] trivox.calls: call ended after .*: the caller hung up", trivox.log())
+
+
+async def test_ctrl_c_hangs_up_the_call_with_bye(trivox, tmp_path):
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    handset = Handset(sock)
+    command = sipp_command(trivox.sip, "uac_trivox_hangs_up.xml", sock.getsockname()[1])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handset.receive)
+        sipp = await nursery.start(lambda task_status: trio.run_process(
+            command, check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
+            task_status=task_status))
+        await handset.wait_for_speech(0.0, timeout=30)  # the call is up: the greeting plays
+        assert await trio.to_thread.run_sync(trivox.stop) == 0  # Ctrl-C
+        with trio.fail_after(30):
+            while sipp.returncode is None:
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    # sipp got our BYE (its scenario waits for it and answers 200) and ended cleanly
+    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+    events = transcript_events(trivox.transcripts)
+    assert events[-1]["kind"] == "end" and events[-1]["reason"] == "server shutting down"
+    assert "SIGINT: hanging up 1 call(s)" in trivox.log()
