@@ -99,10 +99,7 @@ class SipServer:
     async def _receive_loop(self) -> None:
         assert self._sock is not None and self._ua is not None
         while True:
-            try:
-                data, source = await self._sock.recvfrom(MAX_DATAGRAM)
-            except ConnectionResetError:
-                continue  # an ICMP port unreachable for an earlier send (Linux reports it here)
+            data, source = await self._sock.recvfrom(MAX_DATAGRAM)
             self._ua.receive(data, (source[0], source[1]), trio.current_time())
             await self._after_step()
 
