@@ -26,6 +26,6 @@ def silence(rate: int, ms: int = FRAME_MS) -> bytes:
     return bytes(rate * ms // 1000 * SAMPLE_WIDTH)
 
 
-def duration_ms(pcm: bytes, rate: int) -> float:
+def duration_ms(pcm: bytes | bytearray, rate: int) -> float:
     """Playing time of ``pcm`` (s16le mono) at ``rate`` Hz, in milliseconds."""
     return len(pcm) / SAMPLE_WIDTH * 1000 / rate

@@ -178,7 +178,7 @@ def _build(cls: type, table: dict[str, Any], source: str, prefix: str, env: typi
 
 
 def _convert(hint: Any, raw: Any, source: str, key: str, env: typing.Mapping[str, str]) -> Any:
-    if dataclasses.is_dataclass(hint) and hint is not HostPort:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and hint is not HostPort:
         if not isinstance(raw, dict):
             raise ConfigError(source, key, f"expected a table [{key}], got {_kind(raw)}")
         return _build(hint, raw, source, f"{key}.", env)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 import secrets
 import socket
 
@@ -88,7 +89,7 @@ class SipServer:
                 nursery.start_soon(self._timer_loop)
                 await self._receive_loop()
 
-    async def command(self, step) -> None:  # type: ignore[no-untyped-def]
+    async def command(self, step: Callable[[UserAgent, float], None]) -> None:
         """Run ``step(ua, now)`` on the user agent and send what it produced."""
         assert self._ua is not None
         step(self._ua, trio.current_time())

@@ -16,7 +16,7 @@ import contextlib
 import ctypes
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import outcome
 import trio
@@ -62,7 +62,7 @@ class _Engine:
             raise ProviderError("eSpeak NG failed to initialise (espeakng-loader data missing?)")
         self.lib = lib
         self.lock = threading.Lock()
-        self._sink: object = None
+        self._sink: Callable[[bytes], bool] | None = None
         self._callback = _Callback(self._on_audio)  # kept alive as long as the engine
         lib.espeak_SetSynthCallback(self._callback)
 
@@ -80,7 +80,7 @@ class _Engine:
         self.lib.espeak_SetParameter(ESPEAK_RATE, rate, 0)
         self.lib.espeak_SetParameter(ESPEAK_PITCH, pitch, 0)
 
-    def synth(self, text: str, sink) -> None:  # type: ignore[no-untyped-def]
+    def synth(self, text: str, sink: Callable[[bytes], bool]) -> None:
         """Under ``lock``: synthesise ``text``; ``sink(bytes) -> bool`` (False: stop)."""
         self._sink = sink
         try:

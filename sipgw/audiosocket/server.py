@@ -21,7 +21,19 @@ from media.pacer import Pacer
 
 from ..calls import Calls
 from ..config import HostPort
-from .protocol import CLOSED, NEED_DATA, Audio, AudioSocketError, Connection, Dtmf, Error, Hangup, Uuid
+from .protocol import (
+    CLOSED,
+    NEED_DATA,
+    Audio,
+    AudioSocketError,
+    Connection,
+    Dtmf,
+    Error,
+    Event,
+    Hangup,
+    Signal,
+    Uuid,
+)
 
 log = logging.getLogger("trivox.audiosocket")
 
@@ -147,7 +159,7 @@ async def _connection(stream: trio.SocketStream, calls: Calls) -> None:
     connection = Connection()
     try:
         with trio.fail_after(UUID_TIMEOUT):
-            event = NEED_DATA
+            event: Event | Signal = NEED_DATA
             while event is NEED_DATA:
                 event = connection.next_event()
                 if event is NEED_DATA:

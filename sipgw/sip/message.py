@@ -341,9 +341,10 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
     for value in request.headers.get_all("Via"):
         out.add("Via", value)
     for name in ("From", "To", "Call-ID", "CSeq"):
-        value = request.headers.get(name)
-        if value is None:
+        found = request.headers.get(name)
+        if found is None:
             continue
+        value = found
         if name == "To" and to_tag is not None:
             to = parse_name_addr(value)
             if to.tag is None:

@@ -186,13 +186,13 @@ def _choose(m: MediaDescription, codecs: Sequence[str], session_connection: str 
             if codec is not None and codec[0].upper() == wanted.upper() and codec[1] == 8000:
                 events = [int(p) for p, c in offered if c is not None and c[0].lower() == "telephone-event"
                           and c[1] == 8000]
-                ptime = m.attribute("ptime")
+                ptime = (m.attribute("ptime") or [None])[0] or ""
                 direction = m.direction or "sendrecv"
                 return Negotiated(
                     codec=wanted.upper(), payload_type=int(pt), clock_rate=8000,
                     remote_address=address, remote_port=m.port,
                     telephone_event_pt=events[0] if events else None,
-                    ptime=int(ptime[0]) if ptime and (ptime[0] or "").isdigit() else DEFAULT_PTIME,
+                    ptime=int(ptime) if ptime.isdigit() else DEFAULT_PTIME,
                     direction=direction,
                 ), m
     return None
