@@ -139,21 +139,26 @@ class Call:
                           + PREROLL_EXTRA_MS) // FRAME_MS
         preroll: deque[bytes] = deque(maxlen=max(1, preroll_frames))
         stream: AsrStream | None = None
-        async for frame in self._leg.inbound:
-            if stream is None:
-                preroll.append(frame)
-            else:
-                await stream.send_audio(frame)
-            for event in vad.feed(frame):
-                if isinstance(event, SpeechStart) and stream is None:
-                    self._barge_in()
-                    stream = await self.services.asr.open_stream(self.sample_rate)
-                    for early in preroll:
-                        await stream.send_audio(early)
-                    preroll.clear()
-                elif isinstance(event, SpeechEnd) and stream is not None:
-                    self._nursery.start_soon(self._finish_utterance, stream)
-                    stream = None
+        try:
+            async for frame in self._leg.inbound:
+                if stream is None:
+                    preroll.append(frame)
+                else:
+                    await stream.send_audio(frame)
+                for event in vad.feed(frame):
+                    if isinstance(event, SpeechStart) and stream is None:
+                        self._barge_in()
+                        stream = await self.services.asr.open_stream(self.sample_rate)
+                        for early in preroll:
+                            await stream.send_audio(early)
+                        preroll.clear()
+                    elif isinstance(event, SpeechEnd) and stream is not None:
+                        self._nursery.start_soon(self._finish_utterance, stream)
+                        stream = None
+        finally:
+            if stream is not None:  # the call ended mid-utterance: give the engine back
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
 
     def _barge_in(self) -> None:
         if self._speaking is not None:
