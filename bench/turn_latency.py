@@ -35,11 +35,7 @@ async def one_call(address: tuple[str, int], sentence: bytes) -> float:
         nursery.start_soon(client.send_audio)
         greeting = await client.wait_for_speech(0.0, timeout=30)
         await client.wait_for_quiet(greeting, timeout=30)
-        client.say(sentence + bytes(16000))
-        with trio.fail_after(15):
-            while client.last_speech_sent is None or client.queue:
-                await trio.sleep(0.02)
-        spoken_end = client.last_speech_sent
+        spoken_end = await client.say_all(sentence)
         reply = await client.wait_for_speech(spoken_end, timeout=20)
         await client.send_frame(frame(0x00))
         nursery.cancel_scope.cancel()

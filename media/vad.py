@@ -82,7 +82,11 @@ class SileroVad:
 
 @dataclass(frozen=True)
 class VadConfig:
+    """Turn-taking settings; also the ``[vad]`` table of trivox.toml."""
+
+    #: Silero speech probability above which a window is speech.
     threshold: float = 0.5
+    #: Speech shorter than this is ignored (a click, a cough); also the barge-in delay.
     min_speech_ms: int = 250
     #: Silence that ends an utterance: the endpointing delay.
     min_silence_ms: int = 500

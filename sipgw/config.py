@@ -21,6 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from media.vad import VadConfig
+
 EMBEDDED = "<embedded default>"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -105,15 +107,6 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
-class VadSection:
-    threshold: float = 0.5
-    min_speech_ms: int = 250
-    #: Silence that ends an utterance: the endpointing delay the caller waits for.
-    min_silence_ms: int = 500
-    padding_ms: int = 200
-
-
-@dataclass(frozen=True)
 class TranscriptConfig:
     #: One JSON-lines file per call, written line by line as the call goes.
     #: Empty disables transcripts.
@@ -133,7 +126,7 @@ class Config:
     dialog: DialogConfig = field(default_factory=DialogConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
-    vad: VadSection = field(default_factory=VadSection)
+    vad: VadConfig = field(default_factory=VadConfig)
     transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where this configuration came from, for messages; not a TOML key.
@@ -249,6 +242,8 @@ def _check_semantics(config: Config) -> None:
         value = getattr(config.vad, name)
         if not 0 <= value <= 10_000:
             raise ConfigError(src, f"vad.{name}", f"expected 0..10000 milliseconds, got {value}")
+    if not -120.0 <= config.vad.energy_floor_dbfs <= 0.0:
+        raise ConfigError(src, "vad.energy_floor_dbfs", f"expected -120..0 dBFS, got {config.vad.energy_floor_dbfs}")
     if config.dialog.listen_timeout <= 0:
         raise ConfigError(src, "dialog.listen_timeout", f"expected seconds > 0, got {config.dialog.listen_timeout}")
     if config.log.level not in _LOG_LEVELS:

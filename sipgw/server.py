@@ -22,7 +22,6 @@ import trio
 
 from dialog.call import CallServices
 from dialog.plugins import PluginError, load_handler
-from media.vad import VadConfig
 from media.vad import session as vad_session
 from providers.base import ProviderError
 from providers.registry import build_asr, build_tts
@@ -65,8 +64,7 @@ def prepare(config: Config) -> Calls:
     services = CallServices(
         asr=asr,
         tts=tts_provider,
-        vad=VadConfig(threshold=config.vad.threshold, min_speech_ms=config.vad.min_speech_ms,
-                      min_silence_ms=config.vad.min_silence_ms, padding_ms=config.vad.padding_ms),
+        vad=config.vad,
         transcripts_dir=config.transcripts.dir or None,
         greeting=config.dialog.greeting,
         listen_timeout=config.dialog.listen_timeout,

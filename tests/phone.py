@@ -131,6 +131,14 @@ class Asterisk:
         pcm += bytes(-len(pcm) % CHUNK)
         self.queue += [pcm[i:i + CHUNK] for i in range(0, len(pcm), CHUNK)]
 
+    async def say_all(self, pcm: bytes, timeout: float = 15) -> float:
+        """Say ``pcm`` and a second of silence; returns when our last speech frame left."""
+        self.say(pcm + bytes(16000))
+        with trio.fail_after(timeout):
+            while self.last_speech_sent is None or self.queue:
+                await trio.sleep(0.02)
+        return self.last_speech_sent
+
     async def wait_for_speech(self, after: float, timeout: float) -> float:
         with trio.fail_after(timeout):
             while True:

@@ -14,17 +14,6 @@ from tests.phone import SPEECH_RMS, Asterisk, frame, transcript_events
 from tests.speech import speak
 
 
-async def talk(client: Asterisk, speech: bytes) -> tuple[float, float]:
-    """Say ``speech`` (8 kHz PCM); returns (end of our speech, start of the reply)."""
-    client.say(speech + bytes(16000))
-    with trio.fail_after(15):
-        while client.last_speech_sent is None or client.queue:
-            await trio.sleep(0.02)
-    spoken_end = client.last_speech_sent
-    reply_at = await client.wait_for_speech(spoken_end, timeout=20)
-    return spoken_end, reply_at
-
-
 async def test_call_greets_echoes_and_hangs_up_on_hangup_frame(trivox):
     utterance = speak("hello world", 8000)  # made before the call: the client must not stall
     client = await Asterisk.connect(trivox.audiosocket)
@@ -41,7 +30,8 @@ async def test_call_greets_echoes_and_hangs_up_on_hangup_frame(trivox):
             assert await intruder.receive_some(65536) == b""  # closed by trivox
         await intruder.aclose()
 
-        spoken_end, reply_at = await talk(client, utterance)
+        spoken_end = await client.say_all(utterance)
+        reply_at = await client.wait_for_speech(spoken_end, timeout=20)
         await client.wait_for_quiet(reply_at, timeout=30)
         await client.send_frame(frame(0x00))  # Asterisk: the caller hung up
         with trio.fail_after(10):
@@ -69,12 +59,8 @@ async def test_caller_can_interrupt_the_agent(trivox):
         nursery.start_soon(client.send_audio)
         await client.wait_for_speech(0.0, timeout=30)
         await trio.sleep(0.5)  # the agent is mid-greeting
-        client.say(interruption + bytes(16000))
         interrupted_at = trio.current_time()
-        with trio.fail_after(15):
-            while client.last_speech_sent is None or client.queue:
-                await trio.sleep(0.02)
-        spoken_end = client.last_speech_sent
+        spoken_end = await client.say_all(interruption)
         await client.wait_for_speech(spoken_end, timeout=20)  # the echo of what we said
         nursery.cancel_scope.cancel()
     speech = [when for when, _, energy in client.received if energy > SPEECH_RMS]
