@@ -1,7 +1,7 @@
 """The ``trivox`` command: ``serve`` and ``check``.
 
 Exit status: 0 after a clean shutdown (Ctrl-C included), 2 for a configuration problem
-(one line on stderr naming the file and the key), 1 for anything else at start-up.
+(one line on stderr naming the file and the key), 1 when a listener cannot bind.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import trio
 
 from . import log
 from .config import Config, ConfigError, HostPort, load
+from .errors import ListenError
 
 EXIT_CONFIG = 2
 
@@ -80,11 +81,16 @@ def _serve(config: Config) -> int:
     except ConfigError as exc:
         print(f"trivox: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    status = 0
     try:
-        trio.run(serve, config, prepared)
+        try:
+            trio.run(serve, config, prepared)
+        except* ListenError as group:
+            print(f"trivox: {group.exceptions[0]}", file=sys.stderr)
+            status = 1
     except KeyboardInterrupt:  # Ctrl-C before the signal handler was up
         pass
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import dataclass
 
 import trio
 
@@ -28,18 +27,10 @@ from providers.registry import build_asr, build_tts
 
 from .audiosocket.server import serve_audiosocket
 from .calls import Calls
-from .config import Config, ConfigError
+from .config import Config, ConfigError, HostPort
 from .sip_server import SipServer
 
 log = logging.getLogger("trivox.server")
-
-
-@dataclass(frozen=True)
-class Listening:
-    """Where the server ended up listening (ports may have been 0)."""
-
-    sip: tuple[str, int]
-    audiosocket: tuple[str, int] | None
 
 
 def prepare(config: Config) -> Calls:
@@ -72,24 +63,19 @@ def prepare(config: Config) -> Calls:
     return Calls(services, handler)
 
 
-async def serve(config: Config, calls: Calls | None = None, *, handle_signals: bool = True,
-                task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(config: Config, calls: Calls) -> None:
     """Run the server until cancelled or signalled; ``calls`` comes from ``prepare``."""
-    calls = calls or prepare(config)
     async with trio.open_nursery() as root:
         calls_nursery = await root.start(_calls_nursery)
         sip = SipServer(config, calls, calls_nursery)
         sip_address = await root.start(sip.run)
-        log.info("SIP listening on udp %s", _show(sip_address))
-        audiosocket_address = None
+        log.info("SIP listening on udp %s", HostPort(*sip_address))
         if config.audiosocket.enabled:
-            audiosocket_address = await root.start(serve_audiosocket, config.audiosocket.listen, calls, calls_nursery)
-            log.info("AudioSocket listening on tcp %s", _show(audiosocket_address))
+            address = await root.start(serve_audiosocket, config.audiosocket.listen, calls, calls_nursery)
+            log.info("AudioSocket listening on tcp %s", HostPort(*address))
         log.info("dialog %r, ASR %s, TTS %s (config: %s)", config.dialog.handler, config.asr.type,
                  config.tts.type, config.source)
-        if handle_signals:
-            root.start_soon(_shutdown_on_signal, calls, root.cancel_scope)
-        task_status.started(Listening(sip_address, audiosocket_address))
+        root.start_soon(_shutdown_on_signal, calls, root.cancel_scope)
 
 
 async def _calls_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
@@ -106,7 +92,3 @@ async def _shutdown_on_signal(calls: Calls, root: trio.CancelScope) -> None:
             root.cancel()
             return
 
-
-def _show(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

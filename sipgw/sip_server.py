@@ -21,6 +21,7 @@ from media.rtp_stream import RtpStream, open_rtp_socket
 
 from .calls import Calls
 from .config import Config
+from .errors import ListenError
 from .sip.message import parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
 from .sip.ua import CallConfirmed, CallEnded, IncomingCall, UserAgent
@@ -79,7 +80,10 @@ class SipServer:
         listen = self.config.sip.listen
         family = trio.socket.AF_INET6 if ":" in listen.host else trio.socket.AF_INET
         with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
-            await sock.bind((listen.host, listen.port))
+            try:
+                await sock.bind((listen.host, listen.port))
+            except OSError as exc:
+                raise ListenError(f"cannot listen for SIP on udp {listen}: {exc.strerror}") from None
             self._sock = sock
             host, port = sock.getsockname()[:2]
             self._ua = UserAgent(port=port, host_for=self._local_host,

@@ -142,3 +142,15 @@ def test_bad_listen_flag():
     result = run_cli("serve", "--sip-listen", "localhost")
     assert result.returncode == 2
     assert result.stderr.strip() == """trivox: command line: --sip-listen: expected "HOST:PORT", got 'localhost'"""
+
+
+def test_port_in_use_is_one_line_and_status_1():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--sip-listen", f"127.0.0.1:{port}", "--audiosocket-listen", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trivox: cannot listen for SIP on udp 127.0.0.1:{port}: Address already in use")

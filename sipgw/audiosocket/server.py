@@ -21,6 +21,7 @@ from media.pacer import Pacer
 
 from ..calls import Calls
 from ..config import HostPort
+from ..errors import ListenError
 from .protocol import (
     CLOSED,
     NEED_DATA,
@@ -144,7 +145,10 @@ class AudioSocketLeg:
 async def serve_audiosocket(listen: HostPort, calls: Calls, calls_nursery: trio.Nursery, *,
                             task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
     """Accept AudioSocket connections; each one becomes a call in the calls nursery."""
-    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    try:
+        listeners = await trio.open_tcp_listeners(listen.port, host=listen.host or None)
+    except OSError as exc:
+        raise ListenError(f"cannot listen for AudioSocket on tcp {listen}: {exc.strerror}") from None
     address = listeners[0].socket.getsockname()
     task_status.started((address[0], address[1]))
 
