@@ -170,6 +170,9 @@ class SipServer:
                         payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames)
         caller = parse_name_addr(request.headers.get("From") or "").uri
         leg = SipLeg(self, event.key, call_id, caller, rtp, sdp)
+        if not self._ua.active(event.key):  # CANCELled while we were setting up
+            rtp.close()
+            return
         self._legs[event.key] = leg
         try:
             await self._calls.run(leg, [rtp.receive_loop])

@@ -165,6 +165,13 @@ def test_cancel_before_answer_gets_200_and_487(ua):
     assert statuses(ua) == []
 
 
+def test_active_tracks_the_call_until_cancel(ua):
+    key = invite(ua)
+    assert ua.active(key)
+    ua.receive(request("CANCEL", cseq=1), CALLER, 0.5)
+    assert not ua.active(key)
+
+
 def test_cancel_for_nothing_gets_481(ua):
     ua.receive(request("CANCEL", branch="z9hG4bK-none"), CALLER, 0.0)
     assert statuses(ua) == [481]

@@ -205,6 +205,11 @@ class UserAgent:
 
     # --- commands from the TU ------------------------------------------------------------
 
+    def active(self, key: str) -> bool:
+        """The call ``key`` exists and has not ended (a CANCEL may have come meanwhile)."""
+        session = self._sessions.get(key)
+        return session is not None and not session.ended
+
     def ring(self, key: str, now: float) -> None:
         """Send 180 Ringing (RFC 3261 section 13.3.1.1)."""
         session = self._sessions[key]
