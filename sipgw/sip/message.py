@@ -69,6 +69,9 @@ REASON_PHRASES = {
 TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 #   Request-Line = Method SP Request-URI SP SIP-Version CRLF
 _REQUEST_LINE = re.compile(rf"^({TOKEN}) (\S+) (SIP/\d+\.\d+)$")
+# What a request line with stray whitespace looks like (RFC 4475 lwsruri, lwsstart, trws):
+# recognisably a request, so it gets a 400 rather than silence.
+_LOOSE_REQUEST_LINE = re.compile(rf"^({TOKEN})\s+(.+?)\s+(SIP/\d+\.\d+)\s*$")
 #   Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
 _STATUS_LINE = re.compile(r"^(SIP/\d+\.\d+) (\d+) ?(.*)$")
 #   header-name = token; HCOLON = *( SP / HTAB ) ":" SWS
@@ -84,12 +87,17 @@ class ParseError(SipError):
 
 
 class BadRequest(SipError):
-    """A request that must be answered with an error ``status`` (400 unless said)."""
+    """A request that must be answered with an error ``status`` (400 unless said).
 
-    def __init__(self, reason: str, status: int = 400) -> None:
+    ``request`` holds what could be parsed (start line and headers) when the message
+    itself is broken, so the error response can still carry Via, Call-ID and the rest.
+    """
+
+    def __init__(self, reason: str, status: int = 400, request: Request | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.request = request
 
 
 def canonical_name(name: str) -> str:
@@ -205,17 +213,19 @@ def parse_message(data: bytes) -> Request | Response:
     lines = _unfold(text.replace("\r\n", "\n").split("\n"))
     start, header_lines = lines[0], lines[1:]
 
-    request_match = _REQUEST_LINE.match(start)
+    request_match = _REQUEST_LINE.match(start) or _LOOSE_REQUEST_LINE.match(start)
     status_match = None if request_match else _STATUS_LINE.match(start)
     if request_match is None and status_match is None:
         raise ParseError(f"not a SIP start line: {start[:60]!r}")
     headers = Headers()
+    problem: str | None = None
     for line in header_lines:
         match = _HEADER_LINE.match(line)
         if match is None:
-            if request_match:
-                raise BadRequest(f"malformed header line {line[:40]!r}")
-            raise ParseError(f"malformed header line {line[:40]!r}")
+            if status_match is not None:
+                raise ParseError(f"malformed header line {line[:40]!r}")
+            problem = problem or f"malformed header line {line[:40]!r}"
+            continue
         headers.add(match.group(1), match.group(2).strip())
 
     if status_match is not None:
@@ -234,9 +244,18 @@ def parse_message(data: bytes) -> Request | Response:
 
     assert request_match is not None
     method, uri, version = request_match.groups()
+    request = Request(method, uri, headers, b"", version)
+    if request_match.re is _LOOSE_REQUEST_LINE:
+        problem = problem or "malformed Request-Line (stray whitespace)"
     if version != SIP_VERSION:
-        raise BadRequest(f"SIP version {version} is not supported", 505)
-    return Request(method, uri, headers, _frame_body(headers, body), version)
+        raise BadRequest(f"SIP version {version} is not supported", 505, request)
+    if problem is not None:
+        raise BadRequest(problem, 400, request)
+    try:
+        request.body = _frame_body(headers, body)
+    except BadRequest as exc:
+        raise BadRequest(exc.reason, exc.status, request) from None
+    return request
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -313,6 +332,10 @@ def validate_request(request: Request) -> None:
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if name not in request.headers:
             raise BadRequest(f"Missing {name} header")
+    # Request-URI = SIP-URI / SIPS-URI / absoluteURI: never in <>, never with spaces
+    # (RFC 3261 section 25.1; RFC 4475 ltgtruri).
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>]+", request.uri):
+        raise BadRequest(f"malformed Request-URI {request.uri[:60]!r}")
     for name in SINGLE_HEADERS:
         if request.headers.count(name) > 1 or len(request.headers.get_all(name)) > 1:
             raise BadRequest(f"More than one {name} header")

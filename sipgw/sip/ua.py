@@ -169,9 +169,9 @@ class UserAgent:
             log.warning("dropped unparseable datagram from %s:%d: %s", *source, exc)
             return
         except BadRequest as exc:
-            # The start line said "request" but the framing is broken (e.g. Content-Length
-            # past the end). Without trustworthy headers we cannot build a response.
-            log.warning("dropped malformed request from %s:%d: %s", *source, exc.reason)
+            # A broken request (framing, start line): answered from what did parse.
+            if exc.request is not None:
+                self._stateless_error(exc.request, source, exc.status, exc.reason)
             return
         if isinstance(message, Response):
             self._on_response(message, source, now)
@@ -312,6 +312,12 @@ class UserAgent:
             return
         if content_type != "application/sdp":
             self._reply(request, dest, 415, now, key, headers=[("Accept", "application/sdp")])
+            return
+        accept = [value.split(";")[0].strip().lower() for value in request.headers.get_all("Accept")]
+        if accept and not {"application/sdp", "application/*", "*/*"} & set(accept):
+            # RFC 3261 section 21.4.7; RFC 4475 sdp01: our answer would be SDP.
+            self._reply(request, dest, 406, now, key,
+                        headers=[("Warning", '399 trivox "only application/sdp bodies are sent"')])
             return
         transaction = InviteServerTransaction(request, now)
         self._server_tx[key] = transaction
