@@ -41,6 +41,7 @@ from .message import (
     parse_via,
     validate_request,
 )
+from .register import Account, Registration, RegistrationEvent
 from .transaction import (
     TIMEOUT,
     InviteServerTransaction,
@@ -91,7 +92,7 @@ class CallEnded:
     reason: str
 
 
-Event = IncomingCall | CallConfirmed | CallEnded
+Event = IncomingCall | CallConfirmed | CallEnded | RegistrationEvent
 
 
 # --- the dialog state we keep per call --------------------------------------------------
@@ -136,8 +137,9 @@ class UserAgent:
         self._events: list[Event] = []
         self._server_tx: dict[tuple[str, ...], InviteServerTransaction | NonInviteServerTransaction] = {}
         self._tx_dest: dict[int, Address] = {}
-        self._client_tx: dict[str, tuple[NonInviteClientTransaction, Address, Session | None]] = {}
+        self._client_tx: dict[str, tuple[NonInviteClientTransaction, Address, Session | Registration]] = {}
         self._sessions: dict[str, Session] = {}
+        self._registrations: list[Registration] = []
 
     # --- output ------------------------------------------------------------------------
 
@@ -154,7 +156,8 @@ class UserAgent:
     def next_deadline(self) -> float | None:
         return earliest(*(tx.deadline for tx in self._server_tx.values()),
                         *(tx.deadline for tx, _, _ in self._client_tx.values()),
-                        *(s.deadline for s in self._sessions.values()))
+                        *(s.deadline for s in self._sessions.values()),
+                        *(r.deadline for r in self._registrations))
 
     def contact(self, peer_ip: str) -> str:
         return f"<sip:trivox@{_host_literal(self.host_for(peer_ip))}:{self.port}>"
@@ -189,7 +192,7 @@ class UserAgent:
                 self._tx_dest.pop(id(tx), None)
                 if isinstance(tx, InviteServerTransaction) and tx.timed_out:
                     self._end_by_transaction(tx, "no ACK for the final response (Timer H)")
-        for branch, (ctx, dest, session) in list(self._client_tx.items()):
+        for branch, (ctx, dest, owner) in list(self._client_tx.items()):
             if ctx.deadline is not None and now >= ctx.deadline:
                 datagram = ctx.on_timer(now)
                 if datagram is not None:
@@ -198,12 +201,35 @@ class UserAgent:
                 del self._client_tx[branch]
                 if ctx.timed_out:
                     log.warning("%s to %s:%d timed out (Timer F)", ctx.request.method, *dest)
-                    if session is not None:
-                        self._drop_session(session)
+                    if isinstance(owner, Registration):
+                        owner.on_timeout(now)
+                        self._collect(owner)
+                    else:
+                        self._drop_session(owner)
         for session in list(self._sessions.values()):
             self._session_timers(session, now)
+        for registration in self._registrations:
+            self._send_register(registration, registration.on_timer(now), now)
 
     # --- commands from the TU ------------------------------------------------------------
+
+    def register(self, account: Account, now: float) -> None:
+        """Keep a binding at ``account``'s registrar from now until ``unregister_all``."""
+        host = _host_literal(self.host_for(account.registrar[0]))
+        user = parse_name_addr(f"<{account.aor}>").uri.split(":", 1)[1].split("@", 1)[0]
+        registration = Registration(account, contact=f"<sip:{user}@{host}:{self.port}>", via_host=host,
+                                    via_port=self.port, user_agent=self.user_agent)
+        self._registrations.append(registration)
+        self._send_register(registration, registration.start(now), now)
+
+    def unregister_all(self, now: float) -> None:
+        """Expires: 0 for every binding (shutdown)."""
+        for registration in self._registrations:
+            self._send_register(registration, registration.stop(now), now)
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return list(self._registrations)
 
     def active(self, key: str) -> bool:
         """The call ``key`` exists and has not ended (a CANCEL may have come meanwhile)."""
@@ -385,10 +411,15 @@ class UserAgent:
         entry = self._client_tx.get(via.branch or "")
         if entry is None:
             return  # a stray or late response: nothing waits for it
-        ctx, _, session = entry
+        ctx, _, owner = entry
+        final = ctx.state in (State.TRYING, State.PROCEEDING) and response.status >= 200
         ctx.on_response(response, now)
-        if ctx.state is State.COMPLETED and session is not None:
-            self._drop_session(session)
+        if not final:
+            return
+        if isinstance(owner, Registration):
+            self._send_register(owner, owner.on_response(response, now), now)
+        else:
+            self._drop_session(owner)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -503,6 +534,18 @@ class UserAgent:
         self._out.append((ctx.start(), dest))
         session.ok_retransmit = session.ok_give_up_at = None
         self._end(session, reason)
+
+    def _send_register(self, registration: Registration, request: Request | None, now: float) -> None:
+        if request is not None:
+            ctx = NonInviteClientTransaction(request, now)
+            branch = parse_via(request.headers.get("Via") or "").branch or ""
+            self._client_tx[branch] = (ctx, registration.account.registrar, registration)
+            self._out.append((ctx.start(), registration.account.registrar))
+        self._collect(registration)
+
+    def _collect(self, registration: Registration) -> None:
+        self._events += registration.events
+        registration.events.clear()
 
     def _end(self, session: Session, reason: str) -> None:
         if not session.ended:
