@@ -60,6 +60,20 @@ class HostPort:
 
 
 @dataclass(frozen=True)
+class RegisterConfig:
+    """One account trivox keeps registered (to Asterisk as a peer, say)."""
+
+    #: The registrar to send REGISTER to, "HOST:PORT" (a name is resolved at start-up).
+    registrar: HostPort = HostPort("", 5060)
+    username: str = ""
+    password: str = ""
+    #: Address of record; empty means sip:USERNAME@REGISTRAR-HOST.
+    aor: str = ""
+    #: Seconds asked for; the registrar's grant is honoured and refreshed before it lapses.
+    expires: int = 300
+
+
+@dataclass(frozen=True)
 class SipConfig:
     listen: HostPort = HostPort("0.0.0.0", 5060)
     #: Address written into Contact and SDP; empty means the local address that
@@ -68,6 +82,8 @@ class SipConfig:
     #: Codec preference, best first. RFC 3264: the answerer chooses among the offer.
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     user_agent: str = "trivox"
+    #: Accounts to register; none by default (trivox is then called as a trunk or directly).
+    register: list[RegisterConfig] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,16 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(src, f"sip.codecs[{i}]", f"expected one of {', '.join(_CODECS)}, got {codec!r}")
     if not config.sip.codecs:
         raise ConfigError(src, "sip.codecs", "expected at least one codec")
+    for i, account in enumerate(config.sip.register):
+        key = f"sip.register[{i}]"
+        if not account.registrar.host:
+            raise ConfigError(src, f"{key}.registrar", 'expected "HOST:PORT" of the registrar')
+        if not account.username:
+            raise ConfigError(src, f"{key}.username", "expected the account's user name")
+        if account.aor and not account.aor.startswith(("sip:", "sips:")):
+            raise ConfigError(src, f"{key}.aor", f"expected a sip: URI, got {account.aor!r}")
+        if not 60 <= account.expires <= 86400:
+            raise ConfigError(src, f"{key}.expires", f"expected 60..86400 seconds, got {account.expires}")
     rtp = config.rtp
     if not (1024 <= rtp.port_min <= 65534):
         raise ConfigError(src, "rtp.port_min", f"expected 1024..65534, got {rtp.port_min}")

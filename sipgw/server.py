@@ -75,7 +75,7 @@ async def serve(config: Config, calls: Calls) -> None:
             log.info("AudioSocket listening on tcp %s", HostPort(*address))
         log.info("dialog %r, ASR %s, TTS %s (config: %s)", config.dialog.handler, config.asr.type,
                  config.tts.type, config.source)
-        root.start_soon(_shutdown_on_signal, calls, root.cancel_scope)
+        root.start_soon(_shutdown_on_signal, calls, sip, root.cancel_scope)
 
 
 async def _calls_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
@@ -84,11 +84,12 @@ async def _calls_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TA
         await trio.sleep_forever()
 
 
-async def _shutdown_on_signal(calls: Calls, root: trio.CancelScope) -> None:
+async def _shutdown_on_signal(calls: Calls, sip: SipServer, root: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("%s: hanging up %d call(s) and stopping", signal.Signals(signum).name, len(calls.live))
             await calls.shutdown()
+            await sip.unregister()
             root.cancel()
             return
 

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 import secrets
 import socket
+from functools import partial
 
 import trio
 
@@ -24,12 +25,15 @@ from .config import Config
 from .errors import ListenError
 from .sip.message import parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
+from .sip.register import Account, Registered, RegistrationFailed, RegistrationState, Unregistered
 from .sip.ua import CallConfirmed, CallEnded, IncomingCall, UserAgent
 
 log = logging.getLogger("trivox.sip")
 
 #: Larger than any SIP datagram we accept (the parser caps messages at 64 KiB).
 MAX_DATAGRAM = 65536
+#: Time registrars get to confirm our Expires: 0 at shutdown.
+UNREGISTER_GRACE = 2.0
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -91,7 +95,17 @@ class SipServer:
             task_status.started((host, port))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._register_accounts)
                 await self._receive_loop()
+
+    async def unregister(self) -> None:
+        """Withdraw every registration (Expires: 0) and give the registrars a moment to answer."""
+        if self._ua is None or not self._ua.registrations:
+            return
+        await self.command(lambda ua, now: ua.unregister_all(now))
+        with trio.move_on_after(UNREGISTER_GRACE):
+            while any(r.state is RegistrationState.UNREGISTERING for r in self._ua.registrations):
+                await trio.sleep(0.05)
 
     async def command(self, step: Callable[[UserAgent, float], None]) -> None:
         """Run ``step(ua, now)`` on the user agent and send what it produced."""
@@ -134,7 +148,33 @@ class SipServer:
                     leg.ended(event.reason)
             elif isinstance(event, CallConfirmed):
                 log.debug("ACK received for %s", event.key)
+            elif isinstance(event, Registered):
+                log.info("registered %s for %d s", event.aor, event.expires)
+            elif isinstance(event, RegistrationFailed):
+                log.warning("registration of %s failed: %s; retrying in %.0f s", event.aor, event.reason,
+                            event.retry_in)
+            elif isinstance(event, Unregistered):
+                log.info("unregistered %s", event.aor)
         self._wakeup.set()  # the deadline may have moved
+
+    # --- registration -----------------------------------------------------------------
+
+    async def _register_accounts(self) -> None:
+        """Start one registration per configured account; a name that does not resolve is logged."""
+        for entry in self.config.sip.register:
+            try:
+                infos = await trio.socket.getaddrinfo(entry.registrar.host, entry.registrar.port,
+                                                      type=trio.socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.error("registrar %s does not resolve: %s; not registering %s", entry.registrar, exc,
+                          entry.username)
+                continue
+            address = infos[0][4]
+            aor = entry.aor or f"sip:{entry.username}@{entry.registrar.host}"
+            account = Account(registrar=(str(address[0]), int(address[1])), aor=aor, username=entry.username,
+                              password=entry.password, expires=entry.expires)
+            log.info("registering %s at %s", aor, entry.registrar)
+            await self.command(partial(_register, account))
 
     # --- calls -----------------------------------------------------------------------
 
@@ -188,6 +228,10 @@ class SipServer:
         if self.config.sip.listen.host not in WILDCARDS:
             return self.config.sip.listen.host
         return _route_source(peer)
+
+
+def _register(account: Account, ua: UserAgent, now: float) -> None:
+    ua.register(account, now)
 
 
 def _route_source(peer: str) -> str:

@@ -51,7 +51,7 @@ class TrivoxProcess:
         return self.process.returncode
 
 
-def start_trivox(tmp_path: Path, extra_config: str = "") -> TrivoxProcess:
+def start_trivox(tmp_path: Path, extra_config: str = "", env: dict[str, str] | None = None) -> TrivoxProcess:
     transcripts = tmp_path / "transcripts"
     config = tmp_path / "trivox.toml"
     config.write_text(
@@ -62,7 +62,8 @@ def start_trivox(tmp_path: Path, extra_config: str = "") -> TrivoxProcess:
         process = subprocess.Popen(
             [str(TRIVOX), "serve", "-c", str(config),
              "--sip-listen", "127.0.0.1:0", "--audiosocket-listen", "127.0.0.1:0"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     addresses: dict[str, tuple[str, int]] = {}
     deadline = time.monotonic() + STARTUP_TIMEOUT

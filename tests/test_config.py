@@ -53,6 +53,23 @@ def test_example_shows_every_key_with_its_default():
     assert dataclasses.replace(load(EXAMPLE), source="x") == dataclasses.replace(Config(), source="x")
 
 
+def test_example_documents_a_register_entry_with_every_key(tmp_path):
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("#   [[sip.register]]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line[4:])
+    path = write(tmp_path, "\n".join(block) + "\n")
+    config = load(path, env={"PBX_PASSWORD": "x"})
+    (account,) = config.sip.register
+    with open(path, "rb") as f:
+        shown = set(tomllib.load(f)["sip"]["register"][0])
+    assert shown == {f.name for f in dataclasses.fields(type(account))}
+    assert account.registrar == HostPort("pbx.example.com", 5060) and account.password == "x"
+
+
 def test_embedded_default():
     config = load(None)
     assert config.sip.listen == HostPort("0.0.0.0", 5060)
@@ -70,7 +87,11 @@ def test_env_expansion(tmp_path):
     ("text", "message"),
     [
         ('[sip]\nlisten = "0.0.0.0:5060"\nlisen = 1\n',
-         'sip.lisen: unknown key (expected one of: advertise, codecs, listen, user_agent)'),
+         'sip.lisen: unknown key (expected one of: advertise, codecs, listen, register, user_agent)'),
+        ('[[sip.register]]\nregistrar = "pbx:5060"\n', "sip.register[0].username: expected the account's user name"),
+        ('[[sip.register]]\nregistrar = "pbx:5060"\nusername = "u"\nexpires = 5\n',
+         "sip.register[0].expires: expected 60..86400 seconds, got 5"),
+        ('[[sip.register]]\nregistar = "pbx:5060"\n', "sip.register[0].registar: unknown key"),
         ('[rtp]\nport_min = "10000"\n', "rtp.port_min: expected an integer, got a string"),
         ('[audiosocket]\nenabled = "yes"\n', "audiosocket.enabled: expected true or false, got a string"),
         ('[sip]\nlisten = "5060"\n', """sip.listen: expected "HOST:PORT", got '5060'"""),

@@ -67,6 +67,10 @@ def test_register_with_digest_challenge_then_refresh_before_expiry(ua):
     ua.handle_timers(60.2)
     (refresh,) = sent_requests(ua)
     assert refresh.headers.get("CSeq") == "3 REGISTER"
+    # the refresh answers the last challenge again, with the next nonce count
+    assert "nc=00000002" in refresh.headers.get("Authorization")
+    assert re.search(r'response="([0-9a-f]+)"', refresh.headers.get("Authorization")).group(1) == \
+        expected_response(refresh, "n1")
 
 
 def test_wrong_password_is_reported_not_retried_in_a_loop(ua):

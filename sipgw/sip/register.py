@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .digest import DigestCredentials, DigestError, parse_challenge
+from .digest import Challenge, DigestCredentials, DigestError, parse_challenge
 from .message import (
     CSeq,
     Headers,
@@ -105,7 +105,7 @@ class Registration:
         self._cseq = 0
         self._expires = account.expires
         self._credentials = DigestCredentials(account.username, account.password)
-        self._authorization: tuple[str, str] | None = None
+        self._challenge: Challenge | None = None  # the last one: answered again on each REGISTER
         self._answered_nonces: set[str] = set()
         self._retry_delay = RETRY_FIRST
 
@@ -181,13 +181,12 @@ class Registration:
             self._failed(f"{response.status}: credentials for {self.account.username!r} were refused", now)
             return None
         self._answered_nonces.add(challenge.nonce)
-        self._authorization = (challenge.header,
-                               self._credentials.authorize(challenge, "REGISTER", self.account.registrar_uri))
+        self._challenge = challenge
         return self._register(0 if self.state is RegistrationState.UNREGISTERING else self._expires)
 
     def _failed(self, reason: str, now: float) -> None:
         self.state = RegistrationState.RETRYING
-        self._authorization = None
+        self._challenge = None
         self.deadline = now + self._retry_delay
         self.events.append(RegistrationFailed(self.account.aor, reason, self._retry_delay))
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
@@ -215,8 +214,11 @@ class Registration:
         headers.add("CSeq", str(CSeq(self._cseq, "REGISTER")))
         headers.add("Contact", self.contact)
         headers.add("Expires", str(expires))
-        if self._authorization is not None:
-            headers.add(*self._authorization)
+        if self._challenge is not None:
+            # Answering the registrar's last challenge again, with the next nonce count,
+            # saves a 401 round trip on every refresh (RFC 7616 section 3.4).
+            credentials = self._credentials.authorize(self._challenge, "REGISTER", self.account.registrar_uri)
+            headers.add(self._challenge.header, credentials)
         headers.add("User-Agent", self._user_agent)
         return Request("REGISTER", self.account.registrar_uri, headers)
 
