@@ -65,6 +65,8 @@ class RtpStream:
         self._samples = frame_samples(codec.clock_rate)
         self._silence = silence(codec.clock_rate)
         self._latched = False
+        #: On hold (the peer's offer was sendonly or inactive): we send nothing.
+        self.held = False
         self._talking = False
         self._heard_anything = False
         send, self.inbound = trio.open_memory_channel[bytes](INBOUND_QUEUE)
@@ -78,6 +80,12 @@ class RtpStream:
     @property
     def jitter_stats(self) -> object:
         return self._jitter.stats
+
+    def retarget(self, remote: Address) -> None:
+        """A new offer moved the peer's media: send there, and latch afresh."""
+        if remote != self.remote:
+            self.remote = remote
+            self._latched = False
 
     async def receive_loop(self) -> None:
         """Read datagrams into the jitter buffer until cancelled."""
@@ -103,7 +111,7 @@ class RtpStream:
 
     async def tick(self, frame: bytes | None) -> None:
         """The pacer's sink: send ``frame`` (None: nothing, a silence) and play out one frame."""
-        if frame is None:
+        if frame is None or self.held:
             self._sender.skip(self._samples)
             self._talking = False
         else:

@@ -26,7 +26,7 @@ from .errors import ListenError
 from .sip.message import parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
 from .sip.register import Account, Registered, RegistrationFailed, RegistrationState, Unregistered
-from .sip.ua import CallConfirmed, CallEnded, IncomingCall, UserAgent
+from .sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, UserAgent
 
 log = logging.getLogger("trivox.sip")
 
@@ -41,7 +41,7 @@ class SipLeg:
     """One SIP call as the dialog sees it: RTP media, answer by 200 OK, hang up by BYE."""
 
     def __init__(self, server: SipServer, key: str, call_id: str, caller: str,
-                 rtp: RtpStream, sdp_answer: bytes) -> None:
+                 rtp: RtpStream, sdp_answer: bytes, session_id: int) -> None:
         self.call_id = call_id
         self.caller = caller
         self.sample_rate = rtp.codec.clock_rate
@@ -52,10 +52,12 @@ class SipLeg:
         self.rtp = rtp
         self._server = server
         self._key = key
-        self._sdp_answer = sdp_answer
+        self.sdp = sdp_answer  # our current session description
+        self.session_id = session_id
+        self.session_version = 1
 
     async def answer(self) -> None:
-        await self._server.command(lambda ua, now: ua.answer(self._key, self._sdp_answer, now))
+        await self._server.command(lambda ua, now: ua.answer(self._key, self.sdp, now))
 
     async def hangup(self) -> None:
         self.end_reason = self.end_reason or "trivox hung up"
@@ -133,12 +135,8 @@ class SipServer:
             await self._after_step()
 
     async def _after_step(self) -> None:
+        """Act on the user agent's events, then send everything it queued, in order."""
         assert self._sock is not None and self._ua is not None
-        for datagram, dest in self._ua.outgoing():
-            try:
-                await self._sock.sendto(datagram, dest)
-            except OSError as exc:
-                log.warning("SIP send to %s:%d failed: %s", dest[0], dest[1], exc)
         for event in self._ua.events():
             if isinstance(event, IncomingCall):
                 self._calls_nursery.start_soon(self._start_call, event)
@@ -146,6 +144,8 @@ class SipServer:
                 leg = self._legs.pop(event.key, None)
                 if leg is not None:
                     leg.ended(event.reason)
+            elif isinstance(event, Reinvite):
+                self._reinvite(event)
             elif isinstance(event, CallConfirmed):
                 log.debug("ACK received for %s", event.key)
             elif isinstance(event, Registered):
@@ -155,7 +155,50 @@ class SipServer:
                             event.retry_in)
             elif isinstance(event, Unregistered):
                 log.info("unregistered %s", event.aor)
+        for datagram, dest in self._ua.outgoing():
+            try:
+                await self._sock.sendto(datagram, dest)
+            except OSError as exc:
+                log.warning("SIP send to %s:%d failed: %s", dest[0], dest[1], exc)
         self._wakeup.set()  # the deadline may have moved
+
+    def _reinvite(self, event: Reinvite) -> None:
+        """Answer a new offer in a call: hold, resume, a moved peer, a session refresh.
+
+        Runs inside ``_after_step``, whose send loop then carries the answer out.
+        """
+        assert self._ua is not None
+        leg = self._legs.get(event.key)
+        now = trio.current_time()
+        if leg is None:
+            self._ua.reject(event.key, 481, now)
+            return
+        if not event.request.body:
+            # No offer (RFC 3261 section 14.2): our 2xx offers our current SDP again.
+            self._ua.answer(event.key, leg.sdp, now)
+            return
+        try:
+            sdp, negotiated = answer_offer(
+                parse_sdp(event.request.body), local_address=self._local_host(leg.rtp.remote[0]),
+                rtp_port=leg.rtp.local_port, codecs=[leg.rtp.codec.name], session_id=leg.session_id,
+                session_version=leg.session_version + 1)
+        except NotAcceptable as exc:
+            # A change of codec mid-call is not followed yet: the call goes on as it was.
+            log.warning("re-INVITE refused: %s", exc)
+            self._ua.reject(event.key, 488, now)
+            return
+        except SdpError as exc:
+            log.warning("re-INVITE with unusable SDP: %s", exc)
+            self._ua.reject(event.key, 400, now, reason="Bad SDP")
+            return
+        leg.session_version += 1
+        leg.sdp = sdp
+        leg.rtp.retarget((negotiated.remote_address, negotiated.remote_port))
+        held = negotiated.direction in ("sendonly", "inactive")
+        if held != leg.rtp.held:
+            log.info("call %s %s", leg.call_id, "put on hold" if held else "taken off hold")
+        leg.rtp.held = held
+        self._ua.answer(event.key, sdp, now)
 
     # --- registration -----------------------------------------------------------------
 
@@ -196,10 +239,11 @@ class SipServer:
             log.error("call %s: no RTP port: %s", call_id, exc)
             await self.command(lambda ua, now: ua.reject(event.key, 503, now))
             return
+        session_id = secrets.randbelow(2**31)
         try:
             sdp, negotiated = answer_offer(
                 offer, local_address=self._local_host(event.source[0]), rtp_port=sock.getsockname()[1],
-                codecs=self.config.sip.codecs, session_id=secrets.randbelow(2**31))
+                codecs=self.config.sip.codecs, session_id=session_id)
         except NotAcceptable as exc:
             sock.close()
             log.warning("call %s: %s", call_id, exc)
@@ -209,7 +253,7 @@ class SipServer:
                         (negotiated.remote_address, negotiated.remote_port),
                         payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames)
         caller = parse_name_addr(request.headers.get("From") or "").uri
-        leg = SipLeg(self, event.key, call_id, caller, rtp, sdp)
+        leg = SipLeg(self, event.key, call_id, caller, rtp, sdp, session_id)
         if not self._ua.active(event.key):  # CANCELled while we were setting up
             rtp.close()
             return

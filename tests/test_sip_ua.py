@@ -6,7 +6,7 @@ import pytest
 
 from sipgw.sip.message import Request, Response, parse_message, parse_name_addr, parse_via
 from sipgw.sip.transaction import T1, T2, TIMEOUT
-from sipgw.sip.ua import CallConfirmed, CallEnded, IncomingCall, UserAgent
+from sipgw.sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, UserAgent
 
 CALLER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -263,3 +263,53 @@ def test_hangup_before_answer_rejects_with_480(ua):
     ua.outgoing()
     ua.hangup(key, 0.0)
     assert statuses(ua) == [480]
+
+
+def confirmed_call(ua: UserAgent) -> tuple[str, str]:
+    key, ok = answered(ua)
+    tag = parse_name_addr(ok.headers.get("To")).tag
+    ua.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag), CALLER, 0.1)
+    ua.events()
+    return key, tag
+
+
+def test_reinvite_is_handed_to_the_tu_and_answered_in_the_dialog(ua):
+    key, tag = confirmed_call(ua)
+    hold = SDP.replace(b"RTP/AVP 0 8\r\n", b"RTP/AVP 0 8\r\na=sendonly\r\n")
+    ua.receive(request("INVITE", branch="z9hG4bK-re1", cseq=2, to_tag=tag, body=hold), CALLER, 1.0)
+    (event,) = ua.events()
+    assert isinstance(event, Reinvite) and event.key == key and event.request.body == hold
+    assert statuses(ua) == [100]
+    ua.answer(key, b"v=0\r\nanswer\r\n", 1.1)
+    ((ok, _),) = sent(ua)
+    assert ok.status == 200 and ok.headers.get("CSeq") == "2 INVITE" and ok.body == b"v=0\r\nanswer\r\n"
+    assert parse_name_addr(ok.headers.get("To")).tag == tag
+    ua.handle_timers(1.1 + T1)
+    assert statuses(ua) == [200]  # resent until the ACK
+    ua.receive(request("ACK", branch="z9hG4bK-ack2", cseq=2, to_tag=tag), CALLER, 1.7)
+    ua.handle_timers(10.0)
+    assert statuses(ua) == []
+    assert ua.active(key)
+
+
+def test_rejected_reinvite_leaves_the_call_up(ua):
+    key, tag = confirmed_call(ua)
+    ua.receive(request("INVITE", branch="z9hG4bK-re2", cseq=2, to_tag=tag, body=SDP), CALLER, 1.0)
+    ua.events()
+    ua.outgoing()
+    ua.reject(key, 488, 1.1)
+    assert statuses(ua) == [488]
+    assert ua.active(key)
+    ua.receive(request("BYE", branch="z9hG4bK-bye2", cseq=3, to_tag=tag), CALLER, 2.0)
+    assert statuses(ua) == [200]
+
+
+def test_reinvite_while_one_is_pending_gets_500_and_unknown_dialog_481(ua):
+    key, tag = confirmed_call(ua)
+    ua.receive(request("INVITE", branch="z9hG4bK-re3", cseq=2, to_tag=tag, body=SDP), CALLER, 1.0)
+    ua.outgoing()
+    ua.receive(request("INVITE", branch="z9hG4bK-re4", cseq=3, to_tag=tag, body=SDP), CALLER, 1.1)
+    ((response, _),) = sent(ua)
+    assert response.status == 500 and response.headers.get("Retry-After") == "1"
+    ua.receive(request("INVITE", branch="z9hG4bK-re5", cseq=4, to_tag="not-ours", body=SDP), CALLER, 1.2)
+    assert statuses(ua) == [481]

@@ -186,3 +186,21 @@ async def test_ctrl_c_hangs_up_the_call_with_bye(trivox, tmp_path):
     events = transcript_events(trivox.transcripts)
     assert events[-1]["kind"] == "end" and events[-1]["reason"] == "server shutting down"
     assert "SIGINT: hanging up 1 call(s)" in trivox.log()
+
+
+async def test_hold_and_resume_by_reinvite(trivox, tmp_path):
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    handset = Handset(sock)
+    command = sipp_command(trivox.sip, "uac_hold.xml", sock.getsockname()[1])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handset.receive)
+        sipp = await trio.run_process(command, check=False, cwd=tmp_path, capture_stdout=True,
+                                      capture_stderr=True)
+        nursery.cancel_scope.cancel()
+    # sipp checked the answers: a=recvonly to its sendonly offer, a=sendrecv to its resume
+    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+    trivox.wait_for_log(r"call .* put on hold")
+    trivox.wait_for_log(r"call .* taken off hold")
+    trivox.wait_for_log(r"call ended after .*: the caller hung up")
+    assert "call failed" not in trivox.log()

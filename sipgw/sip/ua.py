@@ -78,6 +78,18 @@ class IncomingCall:
 
 
 @dataclass(frozen=True)
+class Reinvite:
+    """A new offer inside the call (hold, resume, session refresh, codec change).
+
+    The TU must call ``answer`` (with the SDP answer, or our current SDP when the
+    re-INVITE carried no offer) or ``reject`` with this key; the call goes on either way.
+    """
+
+    key: str
+    request: Request
+
+
+@dataclass(frozen=True)
 class CallConfirmed:
     """The ACK for our 2xx arrived: the dialog is confirmed."""
 
@@ -92,7 +104,7 @@ class CallEnded:
     reason: str
 
 
-Event = IncomingCall | CallConfirmed | CallEnded | RegistrationEvent
+Event = IncomingCall | Reinvite | CallConfirmed | CallEnded | RegistrationEvent
 
 
 # --- the dialog state we keep per call --------------------------------------------------
@@ -115,6 +127,8 @@ class Session:
     local_cseq: int = field(default_factory=lambda: secrets.randbelow(2**16) + 1)
     confirmed: bool = False
     ended: bool = False
+    #: ``invite`` and ``transaction`` are a re-INVITE awaiting the TU's answer.
+    reinvite: bool = False
     # the 2xx the UA core retransmits until the ACK (section 13.3.1.4)
     ok_datagram: bytes | None = None
     ok_retransmit: Retransmission | None = None
@@ -243,7 +257,7 @@ class UserAgent:
             self._respond_invite(session, 180, now)
 
     def answer(self, key: str, sdp: bytes, now: float) -> None:
-        """Accept the call with ``sdp`` as the answer; the 2xx is resent until the ACK."""
+        """Accept the call (or its re-INVITE) with ``sdp``; the 2xx is resent until the ACK."""
         session = self._sessions[key]
         if session.transaction.state is not State.PROCEEDING:
             raise RuntimeError(f"call {key} can no longer be answered")
@@ -255,14 +269,18 @@ class UserAgent:
         session.ok_datagram = datagram
         session.ok_retransmit = Retransmission(datagram, now)
         session.ok_give_up_at = now + TIMEOUT
+        session.reinvite = False
 
     def reject(self, key: str, status: int, now: float, reason: str | None = None) -> None:
-        """Refuse the call with a final non-2xx response."""
+        """Refuse the call, or only its re-INVITE (the call then goes on unchanged)."""
         session = self._sessions.get(key)
         if session is None or session.transaction.state is not State.PROCEEDING:
             return
         self._respond_invite(session, status, now, reason=reason)
-        self._sessions.pop(key, None)
+        if session.reinvite:
+            session.reinvite = False
+        else:
+            self._sessions.pop(key, None)
 
     def hangup(self, key: str, now: float) -> None:
         """End the call from our side: BYE when confirmed, 480 before the answer.
@@ -326,10 +344,7 @@ class UserAgent:
                    now: float) -> None:
         to = parse_name_addr(request.headers.get("To") or "")
         if to.tag is not None:
-            session = self._find_session(request)
-            # Re-INVITE (hold, codec change, session timers) is not served yet: 488 leaves
-            # the session exactly as it is (RFC 3261 section 14.2).
-            self._reply(request, dest, 481 if session is None else 488, now, key)
+            self._on_reinvite(request, dest, key, now)
             return
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not request.body:
@@ -366,6 +381,23 @@ class UserAgent:
         self._respond_invite(session, 100, now)
         self._events.append(IncomingCall(session.key, request, source))
 
+    def _on_reinvite(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
+        """RFC 3261 section 14.2: a new offer in the dialog; the TU answers it."""
+        session = self._find_session(request)
+        if session is None or session.ended:
+            self._reply(request, dest, 481, now, key)
+            return
+        if session.reinvite or session.ok_retransmit is not None:
+            # An earlier INVITE is not finished yet: 500 with Retry-After (section 14.2).
+            self._reply(request, dest, 500, now, key, headers=[("Retry-After", "1")])
+            return
+        transaction = InviteServerTransaction(request, now)
+        self._server_tx[key] = transaction
+        self._tx_dest[id(transaction)] = dest
+        session.invite, session.transaction, session.reinvite = request, transaction, True
+        self._respond_invite(session, 100, now)
+        self._events.append(Reinvite(session.key, request))
+
     def _on_ack(self, request: Request, existing: object, now: float) -> None:
         if isinstance(existing, InviteServerTransaction):
             existing.on_ack(now)  # ACK for a non-2xx: part of the INVITE transaction
@@ -373,9 +405,9 @@ class UserAgent:
         session = self._find_session(request)
         if session is None or session.ok_datagram is None:
             return  # a stray ACK: RFC 3261 section 17.2.3 says absorb it
+        session.ok_retransmit = session.ok_give_up_at = None  # the ACK for our last 2xx
         if not session.confirmed:
             session.confirmed = True
-            session.ok_retransmit = session.ok_give_up_at = None
             self._events.append(CallConfirmed(session.key))
 
     def _on_cancel(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
@@ -430,7 +462,7 @@ class UserAgent:
                                  headers=[*headers, ("Server", self.user_agent)], body=body)
         datagram = session.transaction.respond(response, now)
         self._out.append((datagram, self._tx_dest[id(session.transaction)]))
-        if status >= 300:
+        if status >= 300 and not session.reinvite:
             session.ended = True
         return datagram
 
