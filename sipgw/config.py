@@ -14,6 +14,7 @@ appears in a message.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -82,6 +83,9 @@ class SipConfig:
     #: Codec preference, best first. RFC 3264: the answerer chooses among the offer.
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     user_agent: str = "trivox"
+    #: Source networks allowed to start calls, e.g. ["10.0.0.10/32"] for an Asterisk trunk.
+    #: Empty: anyone may call (a softphone on the LAN, the embedded default).
+    trusted_networks: list[str] = field(default_factory=list)
     #: Accounts to register; none by default (trivox is then called as a trunk or directly).
     register: list[RegisterConfig] = field(default_factory=list)
 
@@ -245,6 +249,12 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(src, f"sip.codecs[{i}]", f"expected one of {', '.join(_CODECS)}, got {codec!r}")
     if not config.sip.codecs:
         raise ConfigError(src, "sip.codecs", "expected at least one codec")
+    for i, network in enumerate(config.sip.trusted_networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(src, f"sip.trusted_networks[{i}]",
+                              f'expected a network such as "10.0.0.0/8" or "192.0.2.7", got {network!r}') from None
     for i, account in enumerate(config.sip.register):
         key = f"sip.register[{i}]"
         if not account.registrar.host:

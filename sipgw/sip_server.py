@@ -7,6 +7,7 @@ becomes a ``SipLeg`` run in the calls nursery; an ended call cancels that call's
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -92,8 +93,9 @@ class SipServer:
                 raise ListenError(f"cannot listen for SIP on udp {listen}: {exc.strerror}") from None
             self._sock = sock
             host, port = sock.getsockname()[:2]
+            trusted = [ipaddress.ip_network(n, strict=False) for n in self.config.sip.trusted_networks]
             self._ua = UserAgent(port=port, host_for=self._local_host,
-                                 user_agent=self.config.sip.user_agent)
+                                 user_agent=self.config.sip.user_agent, trusted=trusted)
             task_status.started((host, port))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._timer_loop)

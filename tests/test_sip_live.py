@@ -65,3 +65,23 @@ def test_invite_without_a_usable_codec_gets_488(trivox, udp):
         statuses.append(status_of(udp.recvfrom(65536)[0]))
     assert statuses == [100, 488]
     trivox.wait_for_log(r"no audio stream offers any of PCMU, PCMA")
+
+
+def test_trunk_mode_answers_403_outside_trusted_networks(tmp_path):
+    from tests.conftest import start_trivox
+
+    server = start_trivox(tmp_path, '[sip]\ntrusted_networks = ["192.0.2.0/24"]\n')
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(5)
+        me = sock.getsockname()[1]
+        host, port = server.sip
+        sdp = SDP_OPUS_ONLY.replace("111\r\na=rtpmap:111 opus/48000/2", "0")
+        invite = INVITE_NO_G711.format(host=host, port=port, me=me, length=len(sdp), body=sdp)
+        sock.sendto(invite.encode(), server.sip)
+        assert status_of(sock.recvfrom(65536)[0]) == 403
+        server.wait_for_log(r"refused a call from 127\.0\.0\.1: not in sip.trusted_networks")
+    finally:
+        sock.close()
+        server.stop()

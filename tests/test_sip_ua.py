@@ -313,3 +313,16 @@ def test_reinvite_while_one_is_pending_gets_500_and_unknown_dialog_481(ua):
     assert response.status == 500 and response.headers.get("Retry-After") == "1"
     ua.receive(request("INVITE", branch="z9hG4bK-re5", cseq=4, to_tag="not-ours", body=SDP), CALLER, 1.2)
     assert statuses(ua) == [481]
+
+
+def test_trunk_mode_refuses_calls_from_outside_the_trusted_networks():
+    import ipaddress
+
+    ua = UserAgent(port=5060, host_for=lambda peer: "127.0.0.1",
+                   trusted=[ipaddress.ip_network("10.0.0.0/8")])
+    ua.receive(request("INVITE", body=SDP), CALLER, 0.0)  # from 127.0.0.1
+    assert statuses(ua) == [403] and ua.events() == []
+    ua.receive(request("INVITE", branch="z9hG4bK-t2", body=SDP), ("10.1.2.3", 5060), 0.0)
+    assert statuses(ua) == [100] and isinstance(ua.events()[0], IncomingCall)
+    ua.receive(request("OPTIONS", branch="z9hG4bK-t3"), CALLER, 0.0)  # keepalives from anyone
+    assert statuses(ua) == [200]

@@ -20,9 +20,10 @@ INVITE gets 100 Trying at once; the TU (the server) then answers or rejects the 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .message import (
@@ -55,6 +56,7 @@ from .transaction import (
 log = logging.getLogger("trivox.sip")
 
 Address = tuple[str, int]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Methods we serve; OPTIONS and BYE/CANCEL/ACK complete the INVITE dialog's needs.
 ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
@@ -142,10 +144,16 @@ class Session:
 class UserAgent:
     """The sans-IO SIP endpoint. Feed it with ``receive`` and ``handle_timers``."""
 
-    def __init__(self, *, port: int, host_for: Callable[[str], str], user_agent: str = "trivox") -> None:
-        """``host_for(peer_ip)`` gives the address we advertise to that peer (Via, Contact)."""
+    def __init__(self, *, port: int, host_for: Callable[[str], str], user_agent: str = "trivox",
+                 trusted: Sequence[IPNetwork] = ()) -> None:
+        """``host_for(peer_ip)`` gives the address we advertise to that peer (Via, Contact).
+
+        ``trusted``: when given, only these source networks may start calls (trunk mode);
+        a new INVITE from anywhere else gets 403.
+        """
         self.port = port
         self.host_for = host_for
+        self.trusted = tuple(trusted)
         self.user_agent = user_agent
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
@@ -345,6 +353,10 @@ class UserAgent:
         to = parse_name_addr(request.headers.get("To") or "")
         if to.tag is not None:
             self._on_reinvite(request, dest, key, now)
+            return
+        if self.trusted and not _inside(source[0], self.trusted):
+            log.warning("refused a call from %s: not in sip.trusted_networks", source[0])
+            self._reply(request, dest, 403, now, key)
             return
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not request.body:
@@ -593,6 +605,14 @@ class UserAgent:
         for session in list(self._sessions.values()):
             if session.transaction is tx:
                 self._drop_session(session, reason)
+
+
+def _inside(address: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _session_key(call_id: str, remote_tag: str) -> str:
