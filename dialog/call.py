@@ -123,6 +123,20 @@ class Call:
                     return text
         return None
 
+    async def transfer(self, target: str) -> bool:
+        """Blind-transfer the caller to ``target`` (e.g. "sip:200@pbx"), then hang up.
+
+        Returns False, with the call still up, when the transfer failed or the transport
+        cannot transfer (AudioSocket); the dialog can then apologise and carry on.
+        """
+        await self.answer()
+        await self.transcript.write("transfer", target=target)
+        if not await self._leg.transfer(target):
+            await self.transcript.write("transfer-failed", target=target)
+            return False
+        await self.hangup()
+        return True  # not reached: hangup() ends the call
+
     async def hangup(self) -> None:
         """End the call. Nothing after this in the dialog runs."""
         await self.transcript.write("hangup", by="agent")

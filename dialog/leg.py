@@ -32,3 +32,6 @@ class Leg(Protocol):
 
     async def hangup(self) -> None:
         """End the call from our side (SIP BYE, AudioSocket hangup frame)."""
+
+    async def transfer(self, target: str) -> bool:
+        """Hand the caller to ``target`` (a SIP URI); True once the transfer succeeded."""

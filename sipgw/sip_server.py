@@ -27,12 +27,14 @@ from .errors import ListenError
 from .sip.message import parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
 from .sip.register import Account, Registered, RegistrationFailed, RegistrationState, Unregistered
-from .sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, UserAgent
+from .sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, TransferProgress, UserAgent
 
 log = logging.getLogger("trivox.sip")
 
 #: Larger than any SIP datagram we accept (the parser caps messages at 64 KiB).
 MAX_DATAGRAM = 65536
+#: Time a transfer may take before the dialog is told it failed.
+TRANSFER_TIMEOUT = 30.0
 #: Time registrars get to confirm our Expires: 0 at shutdown.
 UNREGISTER_GRACE = 2.0
 WILDCARDS = ("0.0.0.0", "::", "")
@@ -56,6 +58,7 @@ class SipLeg:
         self.sdp = sdp_answer  # our current session description
         self.session_id = session_id
         self.session_version = 1
+        self._transfer_send: trio.MemorySendChannel[tuple[int, bool]] | None = None
 
     async def answer(self) -> None:
         await self._server.command(lambda ua, now: ua.answer(self._key, self.sdp, now))
@@ -63,6 +66,22 @@ class SipLeg:
     async def hangup(self) -> None:
         self.end_reason = self.end_reason or "trivox hung up"
         await self._server.command(lambda ua, now: ua.hangup(self._key, now))
+
+    async def transfer(self, target: str) -> bool:
+        """REFER, then wait for the transferee's final report (RFC 3515)."""
+        self._transfer_send, receive = trio.open_memory_channel[tuple[int, bool]](math.inf)
+        await self._server.command(lambda ua, now: ua.refer(self._key, target, now))
+        with trio.move_on_after(TRANSFER_TIMEOUT):
+            async for status, final in receive:
+                log.info("transfer to %s: %d", target, status)
+                if final:
+                    return 200 <= status < 300
+        log.warning("transfer to %s: no final report in %.0f s", target, TRANSFER_TIMEOUT)
+        return False
+
+    def transfer_progress(self, status: int, final: bool) -> None:
+        if self._transfer_send is not None:
+            self._transfer_send.send_nowait((status, final))
 
     async def pacer_sink(self, frame: bytes | None) -> None:
         await self.rtp.tick(frame)
@@ -148,6 +167,10 @@ class SipServer:
                     leg.ended(event.reason)
             elif isinstance(event, Reinvite):
                 self._reinvite(event)
+            elif isinstance(event, TransferProgress):
+                transferring = self._legs.get(event.key)
+                if transferring is not None:
+                    transferring.transfer_progress(event.status, event.final)
             elif isinstance(event, CallConfirmed):
                 log.debug("ACK received for %s", event.key)
             elif isinstance(event, Registered):

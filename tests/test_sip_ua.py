@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sipgw.sip.message import Request, Response, parse_message, parse_name_addr, parse_via
+from sipgw.sip.message import Request, Response, make_response, parse_message, parse_name_addr, parse_via
 from sipgw.sip.transaction import T1, T2, TIMEOUT
-from sipgw.sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, UserAgent
+from sipgw.sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, TransferProgress, UserAgent
 
 CALLER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -181,7 +181,7 @@ def test_options_lists_allowed_methods(ua):
     ua.receive(request("OPTIONS"), CALLER, 0.0)
     ((response, _),) = sent(ua)
     assert response.status == 200
-    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"}
+    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY"}
 
 
 @pytest.mark.parametrize(("method", "status"), [("REGISTER", 405), ("SUBSCRIBE", 405), ("FROBNICATE", 501)])
@@ -326,3 +326,37 @@ def test_trunk_mode_refuses_calls_from_outside_the_trusted_networks():
     assert statuses(ua) == [100] and isinstance(ua.events()[0], IncomingCall)
     ua.receive(request("OPTIONS", branch="z9hG4bK-t3"), CALLER, 0.0)  # keepalives from anyone
     assert statuses(ua) == [200]
+
+
+def test_refer_then_notify_reports_the_transfer(ua):
+    key, tag = confirmed_call(ua)
+    ua.refer(key, "sip:200@pbx", 1.0)
+    ((refer, dest),) = sent(ua)
+    assert refer.method == "REFER" and dest == CALLER and refer.uri == "sip:alice@127.0.0.1:5070"
+    assert refer.headers.get("Refer-To") == "<sip:200@pbx>"
+    assert parse_name_addr(refer.headers.get("From")).tag == tag
+    accepted = make_response(refer, 202)
+    ua.receive(accepted.to_bytes(), CALLER, 1.1)
+    assert ua.events() == [TransferProgress(key, 202, final=False)]
+    notify = request("NOTIFY", branch="z9hG4bK-n1", cseq=2, to_tag=tag,
+                     extra="Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n",
+                     body=b"SIP/2.0 200 OK\r\n").replace(b"application/sdp", b"message/sipfrag")
+    ua.receive(notify, CALLER, 1.5)
+    assert statuses(ua) == [200]
+    assert ua.events() == [TransferProgress(key, 200, final=True)]
+
+
+def test_refused_refer_is_a_final_failure(ua):
+    key, _ = confirmed_call(ua)
+    ua.refer(key, "sip:200@pbx", 1.0)
+    ((refer, _),) = sent(ua)
+    ua.receive(make_response(refer, 603).to_bytes(), CALLER, 1.1)
+    assert ua.events() == [TransferProgress(key, 603, final=True)]
+
+
+def test_notify_outside_a_dialog_or_for_another_event(ua):
+    ua.receive(request("NOTIFY", to_tag="none", extra="Event: refer\r\n"), CALLER, 0.0)
+    assert statuses(ua) == [481]
+    key, tag = confirmed_call(ua)
+    ua.receive(request("NOTIFY", branch="z9hG4bK-n2", cseq=2, to_tag=tag, extra="Event: dialog\r\n"), CALLER, 1.0)
+    assert statuses(ua) == [489]

@@ -204,3 +204,23 @@ async def test_hold_and_resume_by_reinvite(trivox, tmp_path):
     trivox.wait_for_log(r"call .* taken off hold")
     trivox.wait_for_log(r"call ended after .*: the caller hung up")
     assert "call failed" not in trivox.log()
+
+
+async def test_blind_transfer_with_refer(tmp_path):
+    from tests.conftest import start_trivox
+
+    root = Path(__file__).resolve().parents[1]
+    server = start_trivox(tmp_path, '[dialog]\nhandler = "tests.dialogs:transfer_to_200"\n',
+                          env={"PYTHONPATH": str(root)})
+    try:
+        sipp = await trio.run_process(sipp_command(server.sip, "uac_transfer.xml", free_udp_port()),
+                                      check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True)
+        # sipp saw the REFER to sip:200@127.0.0.1, reported success, and got our BYE
+        assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+        server.wait_for_log(r"transfer to sip:200@127\.0\.0\.1: 200")
+        server.wait_for_log(r"call ended after .*: trivox hung up")
+        events = transcript_events(server.transcripts)
+        assert [e["target"] for e in events if e["kind"] == "transfer"] == ["sip:200@127.0.0.1"]
+        assert not [e for e in events if e["kind"] == "transfer-failed"]
+    finally:
+        server.stop()

@@ -75,6 +75,12 @@ class AudioSocketLeg:
         await self._send(self._connection.send(Hangup()))
         await self.close()
 
+    async def transfer(self, target: str) -> bool:
+        """AudioSocket has no way to ask Asterisk for a transfer: say so and go on."""
+        log.warning("cannot transfer to %s: AudioSocket has no transfer (use SIP, or hang up "
+                    "and let the dialplan continue)", target)
+        return False
+
     async def pacer_sink(self, frame: bytes | None) -> None:
         await self._send(self._connection.send(Audio(self._silence if frame is None else frame)))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,12 +57,14 @@ from .transaction import (
 log = logging.getLogger("trivox.sip")
 
 Address = tuple[str, int]
+#: What a client transaction does with its final response (None: Timer F fired).
+OnFinal = Callable[[Response | None, float], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Methods we serve; OPTIONS and BYE/CANCEL/ACK complete the INVITE dialog's needs.
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY")
 #: Methods RFC 3261 and its common extensions define but we do not serve: 405, not 501.
-KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "INFO",
+KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "INFO",
                   "UPDATE", "PRACK")
 SUPPORTED: tuple[str, ...] = ()
 SIP_SCHEMES = ("sip", "sips")
@@ -92,6 +95,16 @@ class Reinvite:
 
 
 @dataclass(frozen=True)
+class TransferProgress:
+    """How our REFER is going (RFC 3515): the REFER's own answer, then the transferee's
+    NOTIFY reports. ``status`` is a SIP status code; ``final`` when nothing more will come."""
+
+    key: str
+    status: int
+    final: bool
+
+
+@dataclass(frozen=True)
 class CallConfirmed:
     """The ACK for our 2xx arrived: the dialog is confirmed."""
 
@@ -106,7 +119,7 @@ class CallEnded:
     reason: str
 
 
-Event = IncomingCall | Reinvite | CallConfirmed | CallEnded | RegistrationEvent
+Event = IncomingCall | Reinvite | TransferProgress | CallConfirmed | CallEnded | RegistrationEvent
 
 
 # --- the dialog state we keep per call --------------------------------------------------
@@ -159,7 +172,9 @@ class UserAgent:
         self._events: list[Event] = []
         self._server_tx: dict[tuple[str, ...], InviteServerTransaction | NonInviteServerTransaction] = {}
         self._tx_dest: dict[int, Address] = {}
-        self._client_tx: dict[str, tuple[NonInviteClientTransaction, Address, Session | Registration]] = {}
+        # branch -> (transaction, destination, what to do with its final response or
+        # None when Timer F fired)
+        self._client_tx: dict[str, tuple[NonInviteClientTransaction, Address, OnFinal]] = {}
         self._sessions: dict[str, Session] = {}
         self._registrations: list[Registration] = []
 
@@ -214,7 +229,7 @@ class UserAgent:
                 self._tx_dest.pop(id(tx), None)
                 if isinstance(tx, InviteServerTransaction) and tx.timed_out:
                     self._end_by_transaction(tx, "no ACK for the final response (Timer H)")
-        for branch, (ctx, dest, owner) in list(self._client_tx.items()):
+        for branch, (ctx, dest, on_final) in list(self._client_tx.items()):
             if ctx.deadline is not None and now >= ctx.deadline:
                 datagram = ctx.on_timer(now)
                 if datagram is not None:
@@ -223,11 +238,7 @@ class UserAgent:
                 del self._client_tx[branch]
                 if ctx.timed_out:
                     log.warning("%s to %s:%d timed out (Timer F)", ctx.request.method, *dest)
-                    if isinstance(owner, Registration):
-                        owner.on_timeout(now)
-                        self._collect(owner)
-                    else:
-                        self._drop_session(owner)
+                    on_final(None, now)
         for session in list(self._sessions.values()):
             self._session_timers(session, now)
         for registration in self._registrations:
@@ -252,6 +263,26 @@ class UserAgent:
     @property
     def registrations(self) -> list[Registration]:
         return list(self._registrations)
+
+    def refer(self, key: str, target: str, now: float) -> None:
+        """Blind transfer (RFC 3515): ask the caller's side to call ``target`` instead.
+
+        Progress comes back as ``TransferProgress`` events: the REFER's answer (202, or a
+        failure), then the sipfrag status lines of the transferee's NOTIFYs.
+        """
+        session = self._sessions[key]
+
+        def answered(response: Response | None, now: float) -> None:
+            status = 408 if response is None else response.status
+            if status >= 300:
+                self._events.append(TransferProgress(key, status, final=True))
+            else:
+                self._events.append(TransferProgress(key, status, final=False))
+
+        referred_by = f"<{parse_name_addr(str(session.local)).uri}>"
+        self._in_dialog(session, "REFER", now, answered,
+                        headers=[("Refer-To", f"<{target}>"), ("Referred-By", referred_by),
+                                 ("Contact", self.contact(session.source[0]))])
 
     def active(self, key: str) -> bool:
         """The call ``key`` exists and has not ended (a CANCEL may have come meanwhile)."""
@@ -339,6 +370,8 @@ class UserAgent:
             self._on_cancel(request, dest, key, now)
         elif request.method == "BYE":
             self._on_bye(request, dest, key, now)
+        elif request.method == "NOTIFY":
+            self._on_notify(request, dest, key, now)
         elif request.method == "OPTIONS":
             self._reply(request, dest, 200, now, key, headers=[
                 ("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
@@ -436,6 +469,22 @@ class UserAgent:
             self._sessions.pop(session.key, None)
             self._events.append(CallEnded(session.key, "cancelled by the caller"))
 
+    def _on_notify(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
+        """RFC 3515 section 2.4.4: the transferee reports on our REFER with message/sipfrag."""
+        session = self._find_session(request)
+        event = (request.headers.get("Event") or "").split(";")[0].strip().lower()
+        if session is None:
+            self._reply(request, dest, 481, now, key)
+            return
+        if event != "refer":
+            self._reply(request, dest, 489, now, key, reason="Bad Event")
+            return
+        self._reply(request, dest, 200, now, key)
+        match = re.match(rb"SIP/2\.0 (\d{3})", request.body)
+        status = int(match.group(1)) if match else 100
+        terminated = (request.headers.get("Subscription-State") or "").lower().startswith("terminated")
+        self._events.append(TransferProgress(session.key, status, final=status >= 200 or terminated))
+
     def _on_bye(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
         session = self._find_session(request)
         if session is None:
@@ -455,15 +504,11 @@ class UserAgent:
         entry = self._client_tx.get(via.branch or "")
         if entry is None:
             return  # a stray or late response: nothing waits for it
-        ctx, _, owner = entry
+        ctx, _, on_final = entry
         final = ctx.state in (State.TRYING, State.PROCEEDING) and response.status >= 200
         ctx.on_response(response, now)
-        if not final:
-            return
-        if isinstance(owner, Registration):
-            self._send_register(owner, owner.on_response(response, now), now)
-        else:
-            self._drop_session(owner)
+        if final:
+            on_final(response, now)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -557,35 +602,52 @@ class UserAgent:
         if datagram is not None:
             self._out.append((datagram, self._tx_dest.get(id(session.transaction), session.source)))
 
-    def _send_bye(self, session: Session, now: float, reason: str = "trivox hung up") -> None:
-        """RFC 3261 section 15.1.1 and 12.2.1.1: a BYE built from the dialog state."""
+    def _in_dialog(self, session: Session, method: str, now: float, on_final: OnFinal,
+                   headers: Iterable[tuple[str, str]] = ()) -> None:
+        """RFC 3261 section 12.2.1.1: a request inside the dialog, sent in its own transaction.
+
+        It goes back along the flow the INVITE came on (see the module docstring).
+        """
         session.local_cseq += 1
-        headers = Headers()
+        out = Headers()
         local = _host_literal(self.host_for(session.source[0]))
-        headers.add("Via", f"SIP/2.0/UDP {local}:{self.port};branch={new_branch()};rport")
-        headers.add("Max-Forwards", "70")
+        out.add("Via", f"SIP/2.0/UDP {local}:{self.port};branch={new_branch()};rport")
+        out.add("Max-Forwards", "70")
         for route in session.route_set:
-            headers.add("Route", route)
-        headers.add("From", str(session.local.with_tag(session.local_tag)))
-        headers.add("To", str(session.remote))
-        headers.add("Call-ID", session.call_id)
-        headers.add("CSeq", str(CSeq(session.local_cseq, "BYE")))
-        headers.add("User-Agent", self.user_agent)
-        bye = Request("BYE", session.remote_target, headers)
-        ctx = NonInviteClientTransaction(bye, now)
+            out.add("Route", route)
+        out.add("From", str(session.local.with_tag(session.local_tag)))
+        out.add("To", str(session.remote))
+        out.add("Call-ID", session.call_id)
+        out.add("CSeq", str(CSeq(session.local_cseq, method)))
+        for name, value in headers:
+            out.add(name, value)
+        out.add("User-Agent", self.user_agent)
         dest = self._tx_dest.get(id(session.transaction), session.source)
-        self._client_tx[parse_via(headers.get("Via") or "").branch or ""] = (ctx, dest, session)
+        self._start_client(Request(method, session.remote_target, out), dest, on_final, now)
+
+    def _start_client(self, request: Request, dest: Address, on_final: OnFinal, now: float) -> None:
+        ctx = NonInviteClientTransaction(request, now)
+        self._client_tx[parse_via(request.headers.get("Via") or "").branch or ""] = (ctx, dest, on_final)
         self._out.append((ctx.start(), dest))
+
+    def _send_bye(self, session: Session, now: float, reason: str = "trivox hung up") -> None:
+        """RFC 3261 section 15.1.1: BYE ends the call at once; its answer only frees the dialog."""
+        self._in_dialog(session, "BYE", now, lambda response, now: self._drop_session(session))
         session.ok_retransmit = session.ok_give_up_at = None
         self._end(session, reason)
 
     def _send_register(self, registration: Registration, request: Request | None, now: float) -> None:
         if request is not None:
-            ctx = NonInviteClientTransaction(request, now)
-            branch = parse_via(request.headers.get("Via") or "").branch or ""
-            self._client_tx[branch] = (ctx, registration.account.registrar, registration)
-            self._out.append((ctx.start(), registration.account.registrar))
+            self._start_client(request, registration.account.registrar,
+                               lambda response, now: self._registration_final(registration, response, now), now)
         self._collect(registration)
+
+    def _registration_final(self, registration: Registration, response: Response | None, now: float) -> None:
+        if response is None:
+            registration.on_timeout(now)
+            self._collect(registration)
+        else:
+            self._send_register(registration, registration.on_response(response, now), now)
 
     def _collect(self, registration: Registration) -> None:
         self._events += registration.events
