@@ -218,8 +218,11 @@ class SipServer:
             return
         leg.session_version += 1
         leg.sdp = sdp
-        leg.rtp.retarget((negotiated.remote_address, negotiated.remote_port))
-        held = negotiated.direction in ("sendonly", "inactive")
+        # RFC 3264 section 8.4: c=0.0.0.0 is the old (RFC 2543) way to say hold.
+        old_style_hold = negotiated.remote_address in ("0.0.0.0", "::")
+        if not old_style_hold:
+            leg.rtp.retarget((negotiated.remote_address, negotiated.remote_port))
+        held = old_style_hold or negotiated.direction in ("sendonly", "inactive")
         if held != leg.rtp.held:
             log.info("call %s %s", leg.call_id, "put on hold" if held else "taken off hold")
         leg.rtp.held = held

@@ -13,6 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.phone import SPEECH_RMS, rms, rtp_packet, rtp_payload, transcript_events, ulaw_decode, ulaw_encode
@@ -188,11 +189,12 @@ async def test_ctrl_c_hangs_up_the_call_with_bye(trivox, tmp_path):
     assert "SIGINT: hanging up 1 call(s)" in trivox.log()
 
 
-async def test_hold_and_resume_by_reinvite(trivox, tmp_path):
+@pytest.mark.parametrize("scenario", ["uac_hold.xml", "uac_hold_rfc2543.xml"])
+async def test_hold_and_resume_by_reinvite(trivox, tmp_path, scenario):
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     await sock.bind(("127.0.0.1", 0))
     handset = Handset(sock)
-    command = sipp_command(trivox.sip, "uac_hold.xml", sock.getsockname()[1])
+    command = sipp_command(trivox.sip, scenario, sock.getsockname()[1])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handset.receive)
         sipp = await trio.run_process(command, check=False, cwd=tmp_path, capture_stdout=True,
