@@ -363,9 +363,9 @@ class StreamParser:
             # RFC 5626 section 3.5.1: CRLF keepalives may come between messages.
             keepalive = len(self._buffer) - len(self._buffer.lstrip(b"\r\n"))
             del self._buffer[:keepalive]
-            end = _HEAD_END.search(self._buffer)
+            end = _HEAD_END.search(self._buffer, 0, MAX_MESSAGE_SIZE)
             if end is None:
-                if len(self._buffer) > MAX_MESSAGE_SIZE:
+                if len(self._buffer) >= MAX_MESSAGE_SIZE:
                     raise ParseError(f"no end of headers within {MAX_MESSAGE_SIZE} bytes")
                 return None
             message, problem = _parse_head(bytes(self._buffer[:end.start()]))
@@ -430,7 +430,7 @@ def _unfold(lines: list[str]) -> list[str]:
     """RFC 3261 section 7.3.1: a line starting with SP or HTAB continues the previous one."""
     out: list[str] = []
     for raw in lines:
-        line = raw[:-1] if raw.endswith("\r") else raw
+        line = raw.removesuffix("\r")
         if line[:1] in (" ", "\t") and out:
             out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
         elif line:
@@ -531,12 +531,12 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
     for value in request.headers.get_all("Via"):
         out.add("Via", value)
     for name in ("From", "To", "Call-ID", "CSeq"):
-        value = request.headers.get(name)
-        if value is None:
+        found = request.headers.get(name)
+        if found is None:
             continue
-        if name == "To" and to_tag is not None and parse_name_addr(value).tag is None:
-            value = f"{value};tag={to_tag}"
-        out.add(name, value)
+        if name == "To" and to_tag is not None and parse_name_addr(found).tag is None:
+            found = f"{found};tag={to_tag}"
+        out.add(name, found)
     if status == 100 and "Timestamp" in request.headers:
         out.add("Timestamp", request.headers.get("Timestamp") or "")
     if request.method == "INVITE" and 100 < status < 300:
@@ -582,6 +582,8 @@ def _parse_params(text: str) -> dict[str, str | None]:
     for part in _split_outside_quotes(text, ";"):
         name, eq, value = part.partition("=")
         name, value = name.strip(), value.strip()
+        if not name:
+            raise BadRequest("empty parameter (;;)")
         if not re.fullmatch(TOKEN, name):
             raise BadRequest(f"invalid parameter {part.strip()[:30]!r}")
         if eq and not _GEN_VALUE.fullmatch(value):
