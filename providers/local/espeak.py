@@ -51,7 +51,7 @@ CALLBACK_ABORT = 1
 
 #: espeakRATE_MINIMUM..espeakRATE_MAXIMUM, words per minute.
 RATES = range(80, 451)
-PITCHES = range(0, 101)
+PITCHES = range(101)
 #: Audio per callback: the granularity of yielded chunks and of cancellation.
 BLOCK_MS = 60
 #: A sentence longer than this is cut at a comma or a space, so text without full stops
@@ -70,12 +70,15 @@ class _Voice:
 
 
 class _Engine:
-    """The process's one eSpeak NG. ``synth`` and ``select`` need ``lock`` held."""
+    """The process's one eSpeak NG. ``synth`` takes ``lock``; ``select`` needs it held."""
 
     def __init__(self) -> None:
-        import espeakng_loader
+        try:
+            import espeakng_loader
 
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        except (ImportError, OSError) as exc:
+            raise ProviderError(f"eSpeak NG is not available ({exc}): pip install espeakng-loader") from None
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_SetSynthCallback.argtypes = [_Callback]
@@ -107,13 +110,14 @@ class _Engine:
             return
         self._selected = None
         if self._lib.espeak_SetVoiceByName(voice.name.encode()) != EE_OK:
-            raise ProviderError(f"eSpeak NG has no voice {voice.name!r} (try en-us, en-gb, de, fr, or en-us+f3)")
+            raise ProviderError(f"eSpeak NG has no voice {voice.name!r} (try en-us, en, de, fr, or en-us+f3)")
         self._lib.espeak_SetParameter(ESPEAK_RATE, voice.rate, 0)
         self._lib.espeak_SetParameter(ESPEAK_PITCH, voice.pitch, 0)
         self._selected = voice
 
     def synth(self, text: str, voice: _Voice, cancel: threading.Event, *, pause_after: bool) -> list[bytes]:
-        """Blocks of s16 samples at ``sample_rate`` for ``text``; stops early once ``cancel`` is set."""
+        """Blocks of s16 samples (host order: little-endian wherever we run) at ``sample_rate``
+        for ``text``; stops early once ``cancel`` is set."""
         with self.lock:
             if cancel.is_set():  # abandoned while it waited for the lock
                 return []
@@ -169,7 +173,7 @@ def segments(text: str) -> list[str]:
 
 class EspeakTTS:
     """The TTS protocol on eSpeak NG: ``voice`` is an eSpeak voice name (``en-us``,
-    ``en-gb``, ``en-us+f3``), ``rate`` words per minute, ``pitch`` 0..100."""
+    ``en`` for British, ``en-us+f3`` for a variant), ``rate`` words per minute, ``pitch`` 0..100."""
 
     name = "espeak"
 

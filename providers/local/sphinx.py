@@ -1,14 +1,38 @@
 """pocketsphinx speech recognition, offline; its US English model ships in the wheel.
 
-A Decoder takes about 0.3 s to load, too long to make one per utterance, so decoders
-are pooled: a stream borrows one and gives it back when it closes. Audio is resampled
-to the model's 16 kHz by a stateful soxr stream and fed to the decoder on a worker
-thread in batches, so the event loop never waits on the search.
+What was measured (pocketsphinx 5.1.1, one x86-64 core) and what it decided:
+
+- A Decoder takes about 0.3 s and 90 MB to load: every one reads its own acoustic model
+  and 27 MB language model. So the configuration is made once per process and decoders
+  are pooled; a stream borrows one and gives it back, and at most ``MAX_IDLE`` wait.
+- The Cython binding never releases the GIL, so a worker thread does not by itself
+  spare the event loop: ``process_raw`` holds the GIL as long as it searches (real-time
+  factor 0.2 at 16 kHz). Audio therefore crosses to the worker thread in 200 ms batches
+  (few hops) but is fed in 20 ms slices, and the thread yields the GIL after each: while
+  a stream decodes, the event loop now waits 4-6 ms typically and 30 ms at worst, where
+  one ``process_raw`` per batch plus the end-of-utterance passes froze it for 600 ms.
+- The end-of-utterance passes hold the GIL over the whole utterance, freezing every call
+  in the process. The flat-lexicon pass took 0.2-0.6 s and found no more words on our
+  test speech. The lattice best path found a tenth more words at 16 kHz and hardly any
+  at 8 kHz, and costs more than linearly: 28 ms after 3 s of speech, 280 ms after 13 s.
+  Both are off; ``end_utt`` then takes 3-25 ms whatever the length.
+- The cepstral mean used during an utterance is the one pocketsphinx estimated at the
+  end of the decoder's earlier utterances. A fresh decoder starts from a wideband-
+  microphone default far from band-limited telephone audio, and recognised eSpeak
+  sentences at 8 kHz with a third of the words it got once warm (it takes two or three
+  utterances to converge). A pooled decoder keeps its estimate; a stream prefers one
+  that last heard audio at its own sample rate; and a decoder new to a rate starts from
+  the mean last learned at that rate, so a server that grows its pool under load does
+  not hand its next caller a cold decoder.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -16,97 +40,184 @@ from media.resample import Resampler
 
 from ..base import ProviderError, Transcript
 
+if TYPE_CHECKING:
+    from pocketsphinx import Config, Decoder
+
 MODEL_RATE = 16000
-#: Bytes of 16 kHz audio per thread hop: 200 ms, small next to the utterance.
+#: The one configuration of the process (fwdflat and bestpath: see above).
+DECODER_OPTIONS: dict[str, object] = {
+    "samprate": MODEL_RATE,
+    "loglevel": "FATAL",
+    "fwdflat": False,
+    "bestpath": False,
+}
+#: 16 kHz audio per thread hop: 200 ms.
 BATCH_BYTES = MODEL_RATE * 2 // 5
+#: 16 kHz audio per ``process_raw`` call, the longest the event loop waits: 20 ms.
+SLICE_BYTES = MODEL_RATE * 2 // 50
+#: Idle decoders kept; more are dropped (90 MB each).
+MAX_IDLE = 4
+#: Pool tag of a decoder that has heard nothing yet.
+UNUSED = 0
+
+T = TypeVar("T")
 
 
 class _DecoderPool:
-    """Idle decoders, shared by every stream of the process."""
+    """The process's idle decoders, each tagged with the input rate it last heard, and
+    the cepstral mean last learned at each rate."""
 
     def __init__(self) -> None:
-        self._idle: list[object] = []
+        self._idle: list[tuple[int, Decoder]] = []
+        self._means: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._config: Config | None = None
 
-    def take(self) -> object:
+    def take(self, sample_rate: int) -> Decoder:
+        """A decoder for a stream at ``sample_rate``; blocks 0.3 s if one must be loaded."""
         with self._lock:
+            mean = self._means.get(sample_rate)
             if self._idle:
-                return self._idle.pop()
+                same = [i for i, (rate, _) in enumerate(self._idle) if rate == sample_rate]
+                rate, decoder = self._idle.pop(same[-1] if same else -1)
+                if rate != sample_rate and mean is not None:
+                    decoder.set_cmn(mean)
+                return decoder
+            if self._config is None:
+                self._config = self._load_config()
+            config = self._config
         try:
             from pocketsphinx import Decoder
 
-            return Decoder(samprate=MODEL_RATE, loglevel="FATAL")
-        except (ImportError, RuntimeError) as exc:
-            raise ProviderError(f"pocketsphinx cannot load its model: {exc}") from None
+            decoder = Decoder(config)
+        except (RuntimeError, ValueError) as exc:
+            raise ProviderError(f"pocketsphinx cannot load its model ({exc}): reinstall pocketsphinx") from None
+        if mean is not None:
+            decoder.set_cmn(mean)
+        return decoder
 
-    def give(self, decoder: object) -> None:
+    def preload(self) -> None:
+        """Make sure one decoder is loaded and idle (blocks 0.3 s if none is)."""
         with self._lock:
-            self._idle.append(decoder)
+            if self._idle:
+                return
+        self.give(UNUSED, self.take(UNUSED))
+
+    def give(self, sample_rate: int, decoder: Decoder) -> None:
+        """Return a decoder that is not inside an utterance."""
+        with self._lock:
+            if sample_rate != UNUSED:
+                self._means[sample_rate] = decoder.get_cmn(False)
+            self._idle.append((sample_rate, decoder))
+            del self._idle[:-MAX_IDLE]
+
+    @staticmethod
+    def _load_config() -> Config:
+        try:
+            from pocketsphinx import Config
+        except ImportError:
+            raise ProviderError("pocketsphinx is not installed: pip install pocketsphinx") from None
+        return Config(**DECODER_OPTIONS)
 
 
 _POOL = _DecoderPool()
 
 
-class SphinxStream:
-    """One utterance on one borrowed decoder."""
+def _process(decoder: Decoder, data: bytes) -> None:
+    """Worker thread: search ``data`` a slice at a time, letting the event loop in between."""
+    for offset in range(0, len(data), SLICE_BYTES):
+        decoder.process_raw(data[offset:offset + SLICE_BYTES], False, False)
+        time.sleep(0)  # hand the GIL to the event loop now, not at the next switch interval
 
-    def __init__(self, decoder, sample_rate: int) -> None:  # type: ignore[no-untyped-def]
-        self._decoder = decoder
+
+def _end(decoder: Decoder, data: bytes) -> str:
+    """Worker thread: the last audio, the end of the utterance, and its best hypothesis."""
+    _process(decoder, data)
+    decoder.end_utt()
+    hypothesis = decoder.hyp()
+    return hypothesis.hypstr if hypothesis is not None else ""
+
+
+class SphinxStream:
+    """One utterance on one borrowed decoder. A single task feeds it."""
+
+    def __init__(self, decoder: Decoder, sample_rate: int) -> None:
+        self._decoder: Decoder | None = decoder
+        self._sample_rate = sample_rate
         self._resampler = Resampler(sample_rate, MODEL_RATE)
         self._buffer = bytearray()
-        self._lock = trio.Lock()  # one thread hop at a time: the decoder is not reentrant
-        self._closed = False
+        self._lock = trio.Lock()  # one hop at a time: a decoder is not reentrant
+        self._finishing = False
 
     async def send_audio(self, pcm: bytes) -> None:
+        self._check_open()
         self._buffer += self._resampler.process(pcm)
         if len(self._buffer) >= BATCH_BYTES:
-            await self._feed(final=False)
+            async with self._lock:
+                await self._hop(_process)
 
     async def finish(self) -> Transcript:
+        """End the utterance: the final transcript (empty if nothing was recognised)."""
+        self._check_open()
+        self._finishing = True
         self._buffer += self._resampler.flush()
-        await self._feed(final=True)
-        hypothesis = self._decoder.hyp()
-        return Transcript(hypothesis.hypstr if hypothesis is not None else "", final=True)
-
-    async def _feed(self, *, final: bool) -> None:
-        data, self._buffer = bytes(self._buffer), bytearray()
-        decoder = self._decoder
-
-        def work() -> None:
-            if data:
-                decoder.process_raw(data, False, False)
-            if final:
-                decoder.end_utt()
-
         async with self._lock:
-            await trio.to_thread.run_sync(work)
+            text = await self._hop(_end)
+            self._release()
+        return Transcript(text, final=True)
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        async with self._lock:  # wait for a batch in flight before the decoder is reused
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._reset)
-        _POOL.give(self._decoder)
+        """Give the decoder back, ending the utterance if need be; idempotent."""
+        with trio.CancelScope(shield=True):  # bounded: at most one hop and an end_utt
+            async with self._lock:
+                if self._decoder is None:  # finished, failed or closed already
+                    return
+                try:
+                    await trio.to_thread.run_sync(self._decoder.end_utt)
+                except RuntimeError:
+                    self._decoder = None  # in an unknown state: not pooled
+                    return
+                self._release()
 
-    def _reset(self) -> None:
+    async def _hop(self, work: Callable[[Decoder, bytes], T]) -> T:
+        """Run ``work`` on the buffered audio in a worker thread (under ``_lock``).
+
+        Not abandoned on cancellation: the thread would go on using the decoder after it
+        went back to the pool. The wait is one batch, tens of milliseconds. A decoder that
+        fails is in an unknown state and is dropped, not pooled.
+        """
+        if self._decoder is None:
+            raise trio.ClosedResourceError("this recognition stream is closed")
+        data, self._buffer = bytes(self._buffer), bytearray()
         try:
-            self._decoder.end_utt()
-        except RuntimeError:
-            pass  # already ended by finish()
+            return await trio.to_thread.run_sync(partial(work, self._decoder, data))
+        except RuntimeError as exc:
+            self._decoder = None
+            raise ProviderError(f"pocketsphinx failed: {exc}") from None
+
+    def _check_open(self) -> None:
+        if self._decoder is None or self._finishing:
+            raise trio.ClosedResourceError("this recognition stream is finished or closed")
+
+    def _release(self) -> None:
+        if self._decoder is not None:
+            _POOL.give(self._sample_rate, self._decoder)
+            self._decoder = None
 
 
 class SphinxASR:
-    """ASR protocol on pocketsphinx."""
+    """The ASR protocol on pocketsphinx's US English model."""
 
     name = "pocketsphinx"
 
     def __init__(self) -> None:
-        # Load one decoder now, at start-up: the first caller must not wait 0.3 s for it.
-        _POOL.give(_POOL.take())
+        # Load a decoder now, at start-up: a missing model fails here, and the first
+        # caller does not wait 0.3 s (with the event loop frozen) for it.
+        _POOL.preload()
 
     async def open_stream(self, sample_rate: int) -> SphinxStream:
-        decoder = await trio.to_thread.run_sync(_POOL.take)
-        decoder.start_utt()  # type: ignore[attr-defined]
+        if sample_rate <= 0:
+            raise ValueError(f"sample rate must be positive, not {sample_rate}")
+        decoder = await trio.to_thread.run_sync(_POOL.take, sample_rate)
+        decoder.start_utt()  # 0.1 ms
         return SphinxStream(decoder, sample_rate)
