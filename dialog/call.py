@@ -13,6 +13,7 @@ caller actually heard, measured by the milliseconds the pacer played.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import trio
 
 from media.audio import FRAME_MS, duration_ms
 from media.vad import SpeechEnd, SpeechStart, VadConfig, VadSegmenter
-from providers.base import ASR, TTS, AsrStream
+from providers.base import ASR, TTS
 
 from .leg import Leg
 from .transcript import Transcript
@@ -29,9 +30,6 @@ log = logging.getLogger("trivox.dialog")
 
 #: Finished transcripts waiting for listen(); more than this and the oldest is useless.
 TRANSCRIPT_QUEUE = 16
-#: Caller audio kept from before the VAD fires, on top of its padding: the VAD declares
-#: speech only after ``min_speech_ms`` of it, and that audio must reach the ASR too.
-PREROLL_EXTRA_MS = 100
 
 
 @dataclass(frozen=True)
@@ -147,32 +145,35 @@ class Call:
     # --- the ears ---------------------------------------------------------------------
 
     async def run_ears(self) -> None:
-        """Inbound frames -> VAD -> one ASR stream per utterance -> ``listen()``."""
+        """Inbound frames -> VAD -> one ASR stream per utterance -> ``listen()``.
+
+        The VAD runs on every frame as it arrives; each utterance's audio goes to its ASR
+        stream through a channel read by a task of its own, so a slow decode never delays
+        the VAD, and so never delays a barge-in.
+        """
         vad = VadSegmenter(self.sample_rate, self.services.vad)
-        preroll_frames = (self.services.vad.padding_ms + self.services.vad.min_speech_ms
-                          + PREROLL_EXTRA_MS) // FRAME_MS
-        preroll: deque[bytes] = deque(maxlen=max(1, preroll_frames))
-        stream: AsrStream | None = None
+        preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(vad.pre_roll_ms / FRAME_MS)))
+        utterance: trio.MemorySendChannel[bytes] | None = None
         try:
             async for frame in self._leg.inbound:
-                if stream is None:
+                if utterance is None:
                     preroll.append(frame)
                 else:
-                    await stream.send_audio(frame)
+                    utterance.send_nowait(frame)
                 for event in vad.feed(frame):
-                    if isinstance(event, SpeechStart) and stream is None:
+                    if isinstance(event, SpeechStart) and utterance is None:
                         self._barge_in()
-                        stream = await self.services.asr.open_stream(self.sample_rate)
+                        utterance, audio = trio.open_memory_channel[bytes](math.inf)
                         for early in preroll:
-                            await stream.send_audio(early)
+                            utterance.send_nowait(early)
                         preroll.clear()
-                    elif isinstance(event, SpeechEnd) and stream is not None:
-                        self._nursery.start_soon(self._finish_utterance, stream)
-                        stream = None
+                        self._nursery.start_soon(self._recognise, audio)
+                    elif isinstance(event, SpeechEnd) and utterance is not None:
+                        utterance.close()  # the recogniser finishes the turn
+                        utterance = None
         finally:
-            if stream is not None:  # the call ended mid-utterance: give the engine back
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+            if utterance is not None:  # the call ended mid-utterance
+                utterance.close()
 
     def _barge_in(self) -> None:
         if self._speaking is not None:
@@ -180,11 +181,20 @@ class Call:
             dropped = self._leg.pacer.flush()
             log.debug("barge-in: dropped %d ms of queued agent audio", dropped)
 
-    async def _finish_utterance(self, stream: AsrStream) -> None:
+    async def _recognise(self, audio: trio.MemoryReceiveChannel[bytes]) -> None:
+        """One utterance through one ASR stream; the final transcript goes to ``listen()``.
+
+        The stream is closed however this ends, so the engine goes back to its pool even
+        when the call ends mid-utterance.
+        """
+        stream = await self.services.asr.open_stream(self.sample_rate)
         try:
+            async for frame in audio:
+                await stream.send_audio(frame)
             result = await stream.finish()
         finally:
-            await stream.aclose()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
         text = result.text.strip()
         log.info("caller said: %r", text)
         if text:
