@@ -135,6 +135,24 @@ class Call:
         await self.hangup()
         return True  # not reached: hangup() ends the call
 
+    async def collect_digits(self, count: int = 1, timeout: float = 5.0, terminator: str = "#") -> str:
+        """Up to ``count`` DTMF digits, ending early at ``terminator`` (not returned) or after
+        ``timeout`` seconds without a digit. Digits pressed before the call reached this
+        point are kept and count (type-ahead)."""
+        await self.answer()
+        digits = ""
+        while len(digits) < count:
+            with trio.move_on_after(timeout) as waited:
+                digit = await self._leg.digits.receive()
+            if waited.cancelled_caught:
+                break
+            if digit == terminator:
+                break
+            digits += digit
+        if digits:
+            await self.transcript.write("dtmf", digits=digits)
+        return digits
+
     async def hangup(self) -> None:
         """End the call. Nothing after this in the dialog runs."""
         await self.transcript.write("hangup", by="agent")

@@ -13,6 +13,10 @@ import trio
 from media.pacer import Pacer
 
 
+#: DTMF digits a dialog may leave unread (type-ahead) before more are dropped.
+DIGIT_QUEUE = 64
+
+
 class Leg(Protocol):
     #: The id that names this call in logs and transcripts (SIP Call-ID or AudioSocket UUID).
     call_id: str
@@ -24,6 +28,9 @@ class Leg(Protocol):
     inbound: trio.MemoryReceiveChannel[bytes]
     #: Agent audio out: the call's 20 ms clock.
     pacer: Pacer
+    #: DTMF digits from the caller ("0"-"9", "*", "#", "A"-"D"), whatever carried them
+    #: (SIP INFO, an AudioSocket DTMF frame; RFC 4733 events come with the media work).
+    digits: trio.MemoryReceiveChannel[str]
     #: Why the call ended, once it has (for the transcript); empty while it runs.
     end_reason: str
 

@@ -17,6 +17,7 @@ from functools import partial
 
 import trio
 
+from dialog.leg import DIGIT_QUEUE
 from media.g711 import codec_by_name
 from media.pacer import Pacer
 from media.rtp_stream import RtpStream, open_rtp_socket
@@ -27,7 +28,7 @@ from .errors import ListenError
 from .sip.message import parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
 from .sip.register import Account, Registered, RegistrationFailed, RegistrationState, Unregistered
-from .sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, TransferProgress, UserAgent
+from .sip.ua import CallConfirmed, CallEnded, Digit, IncomingCall, Reinvite, TransferProgress, UserAgent
 
 log = logging.getLogger("trivox.sip")
 
@@ -59,6 +60,7 @@ class SipLeg:
         self.session_id = session_id
         self.session_version = 1
         self._transfer_send: trio.MemorySendChannel[tuple[int, bool]] | None = None
+        self._digit_send, self.digits = trio.open_memory_channel[str](DIGIT_QUEUE)
 
     async def answer(self) -> None:
         await self._server.command(lambda ua, now: ua.answer(self._key, self.sdp, now))
@@ -78,6 +80,13 @@ class SipLeg:
                     return 200 <= status < 300
         log.warning("transfer to %s: no final report in %.0f s", target, TRANSFER_TIMEOUT)
         return False
+
+    def digit(self, digit: str) -> None:
+        log.info("DTMF %s", digit)
+        try:
+            self._digit_send.send_nowait(digit)
+        except trio.WouldBlock:
+            log.warning("dialog is not reading DTMF; dropped %s", digit)
 
     def transfer_progress(self, status: int, final: bool) -> None:
         if self._transfer_send is not None:
@@ -167,6 +176,10 @@ class SipServer:
                     leg.ended(event.reason)
             elif isinstance(event, Reinvite):
                 self._reinvite(event)
+            elif isinstance(event, Digit):
+                pressed = self._legs.get(event.key)
+                if pressed is not None:
+                    pressed.digit(event.digit)
             elif isinstance(event, TransferProgress):
                 transferring = self._legs.get(event.key)
                 if transferring is not None:
@@ -180,11 +193,15 @@ class SipServer:
                             event.retry_in)
             elif isinstance(event, Unregistered):
                 log.info("unregistered %s", event.aor)
-        for datagram, dest in self._ua.outgoing():
-            try:
-                await self._sock.sendto(datagram, dest)
-            except OSError as exc:
-                log.warning("SIP send to %s:%d failed: %s", dest[0], dest[1], exc)
+        # Shielded: the caller may be a call's own task whose nursery an event above just
+        # cancelled (our own hangup ends the call), and the user agent's queue is already
+        # drained, so a cancelled send would lose the BYE for good. UDP sends do not block.
+        with trio.CancelScope(shield=True):
+            for datagram, dest in self._ua.outgoing():
+                try:
+                    await self._sock.sendto(datagram, dest)
+                except OSError as exc:
+                    log.warning("SIP send to %s:%d failed: %s", dest[0], dest[1], exc)
         self._wakeup.set()  # the deadline may have moved
 
     def _reinvite(self, event: Reinvite) -> None:

@@ -11,3 +11,11 @@ async def transfer_to_200(call: Call) -> None:
     if not await call.transfer("sip:200@127.0.0.1"):
         await call.say("Sorry, the transfer failed.")
         await call.hangup()
+
+
+async def read_back_digits(call: Call) -> None:
+    """Collect three DTMF digits, say them back, hang up."""
+    await call.answer()
+    digits = await call.collect_digits(count=3, timeout=10)
+    await call.say(f"You pressed {' '.join(digits)}." if digits else "You pressed nothing.")
+    await call.hangup()

@@ -90,3 +90,30 @@ async def test_trivox_hangup_sends_hangup_frame_on_shutdown(trivox):
     events = transcript_events(trivox.transcripts)
     assert events[-1]["kind"] == "end" and events[-1]["reason"] == "server shutting down"
     assert "call ended" in trivox.log()
+
+
+async def test_dtmf_frames_reach_the_dialog(tmp_path):
+    from pathlib import Path
+
+    from tests.conftest import start_trivox
+
+    root = Path(__file__).resolve().parents[1]
+    server = start_trivox(tmp_path, '[dialog]\nhandler = "tests.dialogs:read_back_digits"\n',
+                          env={"PYTHONPATH": str(root)})
+    try:
+        client = await Asterisk.connect(server.audiosocket)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read)
+            nursery.start_soon(client.send_audio)
+            for digit in b"123":
+                await client.send_frame(frame(0x03, bytes([digit])))
+            await client.wait_for_speech(0.0, timeout=30)  # "You pressed 1 2 3."
+            with trio.fail_after(30):
+                await client.closed.wait()  # then the dialog hangs up
+            nursery.cancel_scope.cancel()
+        assert client.kinds[-1] == 0x00
+        events = transcript_events(server.transcripts)
+        assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["123"]
+        assert any(e["kind"] == "agent" and e["text"] == "You pressed 1 2 3." for e in events)
+    finally:
+        server.stop()

@@ -28,6 +28,7 @@ class MemoryLeg:
         self.sent: list[bytes | None] = []
         self.hung_up = False
         self.caller_send, self.inbound = trio.open_memory_channel[bytes](1000)
+        self.press, self.digits = trio.open_memory_channel[str](64)
 
     async def answer(self) -> None:
         pass
@@ -134,3 +135,16 @@ def test_heard_prefix_cuts_at_a_word_boundary():
     assert heard_prefix("hello world", 0, 1000) == ""
     assert heard_prefix("hello world", 1000, 1000) == "hello world"
     assert heard_prefix("hello", 300, 1000) == ""
+
+
+async def test_collect_digits_stops_at_count_terminator_or_silence(tmp_path):
+    leg = MemoryLeg()
+    async with trio.open_nursery() as nursery:
+        call = Call(leg, services(tmp_path), nursery)
+        for digit in "12#34567":  # pressed before the dialog asks: type-ahead is kept
+            leg.press.send_nowait(digit)
+        assert await call.collect_digits(count=5) == "12"  # the terminator ends it
+        assert await call.collect_digits(count=3) == "345"  # the count ends it
+        assert await call.collect_digits(count=4, timeout=0.3) == "67"  # silence ends it
+        assert await call.collect_digits(timeout=0.1) == ""
+        nursery.cancel_scope.cancel()

@@ -6,7 +6,7 @@ import pytest
 
 from sipgw.sip.message import Request, Response, make_response, parse_message, parse_name_addr, parse_via
 from sipgw.sip.transaction import T1, T2, TIMEOUT
-from sipgw.sip.ua import CallConfirmed, CallEnded, IncomingCall, Reinvite, TransferProgress, UserAgent
+from sipgw.sip.ua import CallConfirmed, CallEnded, Digit, IncomingCall, Reinvite, TransferProgress, UserAgent
 
 CALLER = ("127.0.0.1", 5070)
 SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -181,7 +181,7 @@ def test_options_lists_allowed_methods(ua):
     ua.receive(request("OPTIONS"), CALLER, 0.0)
     ((response, _),) = sent(ua)
     assert response.status == 200
-    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY"}
+    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "INFO"}
 
 
 @pytest.mark.parametrize(("method", "status"), [("REGISTER", 405), ("SUBSCRIBE", 405), ("FROBNICATE", 501)])
@@ -360,3 +360,34 @@ def test_notify_outside_a_dialog_or_for_another_event(ua):
     key, tag = confirmed_call(ua)
     ua.receive(request("NOTIFY", branch="z9hG4bK-n2", cseq=2, to_tag=tag, extra="Event: dialog\r\n"), CALLER, 1.0)
     assert statuses(ua) == [489]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "digit"),
+    [("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", "5"),
+     ("application/dtmf-relay", b"Signal= 11\r\nDuration= 100\r\n", "#"),
+     ("application/dtmf", b"*", "*")],
+)
+def test_info_dtmf_becomes_a_digit(ua, content_type, body, digit):
+    key, tag = confirmed_call(ua)
+    info = request("INFO", branch="z9hG4bK-i1", cseq=2, to_tag=tag, body=body).replace(
+        b"application/sdp", content_type.encode())
+    ua.receive(info, CALLER, 1.0)
+    assert statuses(ua) == [200]
+    assert ua.events() == [Digit(key, digit)]
+
+
+def test_info_that_is_not_dtmf(ua):
+    key, tag = confirmed_call(ua)
+    ua.receive(request("INFO", branch="z9hG4bK-i2", cseq=2, to_tag=tag), CALLER, 1.0)  # keepalive
+    assert statuses(ua) == [200] and ua.events() == []
+    other = request("INFO", branch="z9hG4bK-i3", cseq=3, to_tag=tag, body=b"<xml/>").replace(
+        b"application/sdp", b"application/media_control+xml")
+    ua.receive(other, CALLER, 1.1)
+    assert statuses(ua) == [415]
+    bad = request("INFO", branch="z9hG4bK-i4", cseq=4, to_tag=tag, body=b"Signal=Z\r\n").replace(
+        b"application/sdp", b"application/dtmf-relay")
+    ua.receive(bad, CALLER, 1.2)
+    assert statuses(ua) == [400]
+    ua.receive(request("INFO", branch="z9hG4bK-i5", cseq=5, to_tag="other"), CALLER, 1.3)
+    assert statuses(ua) == [481]

@@ -226,3 +226,21 @@ async def test_blind_transfer_with_refer(tmp_path):
         assert not [e for e in events if e["kind"] == "transfer-failed"]
     finally:
         server.stop()
+
+
+async def test_info_dtmf_reaches_the_dialog(tmp_path):
+    from tests.conftest import start_trivox
+
+    root = Path(__file__).resolve().parents[1]
+    server = start_trivox(tmp_path, '[dialog]\nhandler = "tests.dialogs:read_back_digits"\n',
+                          env={"PYTHONPATH": str(root)})
+    try:
+        sipp = await trio.run_process(sipp_command(server.sip, "uac_info_dtmf.xml", free_udp_port()),
+                                      check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True)
+        # sipp's INFOs got 200s, and the dialog read the digits back and hung up (BYE)
+        assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+        server.wait_for_log(r"call ended after .*: trivox hung up")
+        events = transcript_events(server.transcripts)
+        assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
+    finally:
+        server.stop()

@@ -16,6 +16,7 @@ import logging
 
 import trio
 
+from dialog.leg import DIGIT_QUEUE
 from media.audio import frame_bytes, silence
 from media.pacer import Pacer
 
@@ -58,6 +59,7 @@ class AudioSocketLeg:
         self.cancel_scope: trio.CancelScope | None = None
         send, self.inbound = trio.open_memory_channel[bytes](INBOUND_QUEUE)
         self._inbound_send = send
+        self._digit_send, self.digits = trio.open_memory_channel[str](DIGIT_QUEUE)
         self._stream = stream
         self._connection = connection
         self._pending = b""
@@ -107,6 +109,10 @@ class AudioSocketLeg:
                     return
                 elif isinstance(event, Dtmf):
                     log.info("DTMF %s", event.digit)
+                    try:
+                        self._digit_send.send_nowait(event.digit)
+                    except trio.WouldBlock:
+                        log.warning("dialog is not reading DTMF; dropped %s", event.digit)
                 elif isinstance(event, Error):
                     log.warning("Asterisk reported an error (code %s)", event.code)
                 elif isinstance(event, Uuid):

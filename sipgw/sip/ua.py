@@ -62,12 +62,14 @@ OnFinal = Callable[[Response | None, float], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Methods we serve; OPTIONS and BYE/CANCEL/ACK complete the INVITE dialog's needs.
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY")
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "INFO")
 #: Methods RFC 3261 and its common extensions define but we do not serve: 405, not 501.
-KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "INFO",
+KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER",
                   "UPDATE", "PRACK")
 SUPPORTED: tuple[str, ...] = ()
 SIP_SCHEMES = ("sip", "sips")
+DTMF_TYPES = ("application/dtmf-relay", "application/dtmf")
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 # --- events handed to the TU ------------------------------------------------------------
@@ -105,6 +107,14 @@ class TransferProgress:
 
 
 @dataclass(frozen=True)
+class Digit:
+    """A DTMF digit the caller sent in a SIP INFO (application/dtmf-relay or application/dtmf)."""
+
+    key: str
+    digit: str
+
+
+@dataclass(frozen=True)
 class CallConfirmed:
     """The ACK for our 2xx arrived: the dialog is confirmed."""
 
@@ -119,7 +129,7 @@ class CallEnded:
     reason: str
 
 
-Event = IncomingCall | Reinvite | TransferProgress | CallConfirmed | CallEnded | RegistrationEvent
+Event = IncomingCall | Reinvite | TransferProgress | Digit | CallConfirmed | CallEnded | RegistrationEvent
 
 
 # --- the dialog state we keep per call --------------------------------------------------
@@ -372,6 +382,8 @@ class UserAgent:
             self._on_bye(request, dest, key, now)
         elif request.method == "NOTIFY":
             self._on_notify(request, dest, key, now)
+        elif request.method == "INFO":
+            self._on_info(request, dest, key, now)
         elif request.method == "OPTIONS":
             self._reply(request, dest, 200, now, key, headers=[
                 ("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
@@ -484,6 +496,28 @@ class UserAgent:
         status = int(match.group(1)) if match else 100
         terminated = (request.headers.get("Subscription-State") or "").lower().startswith("terminated")
         self._events.append(TransferProgress(session.key, status, final=status >= 200 or terminated))
+
+    def _on_info(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
+        """DTMF in SIP INFO, as Asterisk sends it with ``dtmf_mode=info``.
+
+        application/dtmf-relay carries ``Signal=5`` (and a Duration); application/dtmf
+        carries the digit alone. A body-less INFO is a keepalive (RFC 2976 era): 200.
+        """
+        session = self._find_session(request)
+        if session is None:
+            self._reply(request, dest, 481, now, key)
+            return
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if request.body and content_type not in DTMF_TYPES:
+            self._reply(request, dest, 415, now, key, headers=[("Accept", ", ".join(DTMF_TYPES))])
+            return
+        digit = _dtmf_digit(request.body.decode("utf-8", "replace"), content_type) if request.body else None
+        if request.body and digit is None:
+            self._reply(request, dest, 400, now, key, reason="Bad DTMF Signal")
+            return
+        self._reply(request, dest, 200, now, key)
+        if digit is not None:
+            self._events.append(Digit(session.key, digit))
 
     def _on_bye(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
         session = self._find_session(request)
@@ -667,6 +701,19 @@ class UserAgent:
         for session in list(self._sessions.values()):
             if session.transaction is tx:
                 self._drop_session(session, reason)
+
+
+def _dtmf_digit(body: str, content_type: str) -> str | None:
+    """The digit of an INFO body; Signal=10 and 11 are * and # (as in RFC 4733's events)."""
+    if content_type == "application/dtmf":
+        value = body.strip()
+    else:
+        match = re.search(r"^\s*Signal\s*=\s*(\S+)", body, re.MULTILINE | re.IGNORECASE)
+        if match is None:
+            return None
+        value = match.group(1)
+    value = {"10": "*", "11": "#"}.get(value, value).upper()
+    return value if len(value) == 1 and value in DTMF_DIGITS else None
 
 
 def _inside(address: str, networks: Sequence[IPNetwork]) -> bool:
