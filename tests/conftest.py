@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 TRIVOX = Path(sys.executable).with_name("trivox")
+ROOT = Path(__file__).resolve().parents[1]
 #: Loading the models (Silero, pocketsphinx, eSpeak) on a cold machine takes a few seconds.
 STARTUP_TIMEOUT = 60.0
 LISTENING = re.compile(r"(SIP|AudioSocket) listening on (?:udp|tcp) (\S+):(\d+)")
@@ -51,7 +52,12 @@ class TrivoxProcess:
         return self.process.returncode
 
 
-def start_trivox(tmp_path: Path, extra_config: str = "", env: dict[str, str] | None = None) -> TrivoxProcess:
+def start_trivox(tmp_path: Path, extra_config: str = "", env: dict[str, str] | None = None,
+                 dialog: str | None = None) -> TrivoxProcess:
+    """`trivox serve` on loopback ports; ``dialog`` names a handler in tests/dialogs.py."""
+    if dialog is not None:
+        extra_config += f'[dialog]\nhandler = "tests.dialogs:{dialog}"\n'
+        env = {**(env or {}), "PYTHONPATH": str(ROOT)}
     transcripts = tmp_path / "transcripts"
     config = tmp_path / "trivox.toml"
     config.write_text(

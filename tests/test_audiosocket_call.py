@@ -93,13 +93,9 @@ async def test_trivox_hangup_sends_hangup_frame_on_shutdown(trivox):
 
 
 async def test_dtmf_frames_reach_the_dialog(tmp_path):
-    from pathlib import Path
-
     from tests.conftest import start_trivox
 
-    root = Path(__file__).resolve().parents[1]
-    server = start_trivox(tmp_path, '[dialog]\nhandler = "tests.dialogs:read_back_digits"\n',
-                          env={"PYTHONPATH": str(root)})
+    server = start_trivox(tmp_path, dialog="read_back_digits")
     try:
         client = await Asterisk.connect(server.audiosocket)
         async with trio.open_nursery() as nursery:

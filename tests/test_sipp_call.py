@@ -36,6 +36,13 @@ def sipp_command(target: tuple[str, int], scenario: str, rtp_port: int) -> list[
     ]
 
 
+async def run_sipp(target: tuple[str, int], scenario: str, cwd: Path, rtp_port: int | None = None) -> None:
+    """Run a scenario to its end; sipp exits 0 only if every step of it went as written."""
+    sipp = await trio.run_process(sipp_command(target, scenario, rtp_port or free_udp_port()), check=False,
+                                  cwd=cwd, capture_stdout=True, capture_stderr=True)
+    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -194,14 +201,11 @@ async def test_hold_and_resume_by_reinvite(trivox, tmp_path, scenario):
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     await sock.bind(("127.0.0.1", 0))
     handset = Handset(sock)
-    command = sipp_command(trivox.sip, scenario, sock.getsockname()[1])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handset.receive)
-        sipp = await trio.run_process(command, check=False, cwd=tmp_path, capture_stdout=True,
-                                      capture_stderr=True)
+        # sipp checks the answers: a=recvonly to a sendonly offer, a=sendrecv to a resume
+        await run_sipp(trivox.sip, scenario, tmp_path, sock.getsockname()[1])
         nursery.cancel_scope.cancel()
-    # sipp checked the answers: a=recvonly to its sendonly offer, a=sendrecv to its resume
-    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
     trivox.wait_for_log(r"call .* put on hold")
     trivox.wait_for_log(r"call .* taken off hold")
     trivox.wait_for_log(r"call ended after .*: the caller hung up")
@@ -211,14 +215,10 @@ async def test_hold_and_resume_by_reinvite(trivox, tmp_path, scenario):
 async def test_blind_transfer_with_refer(tmp_path):
     from tests.conftest import start_trivox
 
-    root = Path(__file__).resolve().parents[1]
-    server = start_trivox(tmp_path, '[dialog]\nhandler = "tests.dialogs:transfer_to_200"\n',
-                          env={"PYTHONPATH": str(root)})
+    server = start_trivox(tmp_path, dialog="transfer_to_200")
     try:
-        sipp = await trio.run_process(sipp_command(server.sip, "uac_transfer.xml", free_udp_port()),
-                                      check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True)
-        # sipp saw the REFER to sip:200@127.0.0.1, reported success, and got our BYE
-        assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+        # sipp sees the REFER to sip:200@127.0.0.1, reports success, and gets our BYE
+        await run_sipp(server.sip, "uac_transfer.xml", tmp_path)
         server.wait_for_log(r"transfer to sip:200@127\.0\.0\.1: 200")
         server.wait_for_log(r"call ended after .*: trivox hung up")
         events = transcript_events(server.transcripts)
@@ -231,14 +231,10 @@ async def test_blind_transfer_with_refer(tmp_path):
 async def test_info_dtmf_reaches_the_dialog(tmp_path):
     from tests.conftest import start_trivox
 
-    root = Path(__file__).resolve().parents[1]
-    server = start_trivox(tmp_path, '[dialog]\nhandler = "tests.dialogs:read_back_digits"\n',
-                          env={"PYTHONPATH": str(root)})
+    server = start_trivox(tmp_path, dialog="read_back_digits")
     try:
-        sipp = await trio.run_process(sipp_command(server.sip, "uac_info_dtmf.xml", free_udp_port()),
-                                      check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True)
-        # sipp's INFOs got 200s, and the dialog read the digits back and hung up (BYE)
-        assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+        # sipp's INFOs get 200s, and the dialog reads the digits back and hangs up (BYE)
+        await run_sipp(server.sip, "uac_info_dtmf.xml", tmp_path)
         server.wait_for_log(r"call ended after .*: trivox hung up")
         events = transcript_events(server.transcripts)
         assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
