@@ -299,12 +299,6 @@ class UserAgent:
         session = self._sessions.get(key)
         return session is not None and not session.ended
 
-    def ring(self, key: str, now: float) -> None:
-        """Send 180 Ringing (RFC 3261 section 13.3.1.1)."""
-        session = self._sessions[key]
-        if session.transaction.state is State.PROCEEDING:
-            self._respond_invite(session, 180, now)
-
     def answer(self, key: str, sdp: bytes, now: float) -> None:
         """Accept the call (or its re-INVITE) with ``sdp``; the 2xx is resent until the ACK."""
         session = self._sessions[key]
