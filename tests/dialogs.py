@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 from dialog.call import Call
 
 
@@ -19,3 +21,12 @@ async def read_back_digits(call: Call) -> None:
     digits = await call.collect_digits(count=3, timeout=10)
     await call.say(f"You pressed {' '.join(digits)}." if digits else "You pressed nothing.")
     await call.hangup()
+
+
+async def answer_after_a_second(call: Call) -> None:
+    """Let the caller wait a second before the answer, so a CANCEL or a retransmitted
+    INVITE can arrive while the INVITE is still unanswered; then greet and stay on."""
+    await trio.sleep(1)
+    await call.answer()
+    await call.say("Hello.")
+    await trio.sleep_forever()

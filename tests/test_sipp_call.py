@@ -36,9 +36,11 @@ def sipp_command(target: tuple[str, int], scenario: str, rtp_port: int) -> list[
     ]
 
 
-async def run_sipp(target: tuple[str, int], scenario: str, cwd: Path, rtp_port: int | None = None) -> None:
+async def run_sipp(target: tuple[str, int], scenario: str, cwd: Path, rtp_port: int | None = None,
+                   extra: tuple[str, ...] = ()) -> None:
     """Run a scenario to its end; sipp exits 0 only if every step of it went as written."""
-    sipp = await trio.run_process(sipp_command(target, scenario, rtp_port or free_udp_port()), check=False,
+    command = [*sipp_command(target, scenario, rtp_port or free_udp_port()), *extra]
+    sipp = await trio.run_process(command, check=False,
                                   cwd=cwd, capture_stdout=True, capture_stderr=True)
     assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
 
@@ -240,3 +242,39 @@ async def test_info_dtmf_reaches_the_dialog(tmp_path):
         assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
     finally:
         server.stop()
+
+
+async def test_cancel_before_the_answer(tmp_path):
+    from tests.conftest import start_trivox
+
+    server = start_trivox(tmp_path, dialog="answer_after_a_second")
+    try:
+        # sipp checks 200 for the CANCEL, then 487 for the INVITE, and that nothing follows its ACK
+        await run_sipp(server.sip, "uac_cancel.xml", tmp_path)
+        server.wait_for_log(r"call ended after .*: cancelled by the caller")
+        events = transcript_events(server.transcripts)
+        assert [e["kind"] for e in events] == ["start", "end"]  # never answered
+        assert events[-1]["reason"] == "cancelled by the caller"
+    finally:
+        server.stop()
+
+
+async def test_retransmitted_invite_and_lost_ack(tmp_path):
+    from tests.conftest import start_trivox
+
+    server = start_trivox(tmp_path, dialog="answer_after_a_second")
+    try:
+        await run_sipp(server.sip, "uac_retransmissions.xml", tmp_path, extra=("-trace_msg",))
+        server.wait_for_log(r"call ended after .*: the caller hung up")
+    finally:
+        server.stop()
+    # the retransmitted INVITE started no second call
+    assert len(re.findall(r"trivox.calls: call started", server.log())) == 1
+    # sipp's message log: the 200 came exactly twice: once lost (no ACK), once resent after
+    # T1, and never after the ACK (the next resend would have been 1 s later, inside the
+    # scenario's 2.5 s pause)
+    trace = next(tmp_path.glob("uac_retransmissions_*_messages.log")).read_text()
+    received = [m for m in trace.split("----------------------------------------------- ")
+                if "message received" in m]
+    oks = [m for m in received if "SIP/2.0 200 OK" in m and "CSeq: 1 INVITE" in m]
+    assert len(oks) == 2, trace[-4000:]
