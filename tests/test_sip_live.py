@@ -43,7 +43,7 @@ def test_garbage_is_dropped_and_logged_and_the_server_still_answers(trivox, udp)
                "From: <sip:t@127.0.0.1>;tag=a\r\nTo: <sip:echo@127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 7 OPTIONS\r\n"
                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
     reply = exchange(udp, trivox, options)
-    assert status_of(reply) == 200 and b"\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO\r\n" in reply
+    assert status_of(reply) == 200 and b"\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO, UPDATE\r\n" in reply
 
 
 def test_invalid_request_gets_400_naming_the_problem(trivox, udp):

@@ -181,7 +181,7 @@ def test_options_lists_allowed_methods(ua):
     ua.receive(request("OPTIONS"), CALLER, 0.0)
     ((response, _),) = sent(ua)
     assert response.status == 200
-    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "INFO"}
+    assert set(response.headers.get_all("Allow")) == {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "INFO", "UPDATE"}
 
 
 @pytest.mark.parametrize(("method", "status"), [("REGISTER", 405), ("SUBSCRIBE", 405), ("FROBNICATE", 501)])

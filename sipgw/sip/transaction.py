@@ -21,6 +21,14 @@ non-INVITE server (17.2.2):
     Trying --final--> Completed              Timer J = 64*T1; retransmitted request: resend final
     Completed --Timer J--> Terminated
 
+INVITE client (17.1.1, RFC 6026 section 8.4): our re-INVITE (a session refresh)
+    Calling --Timer A--> Calling             resend INVITE, A doubles (no cap)
+    Calling/Proceeding --2xx--> Accepted     Timer M = 64*T1; the UA core sends the ACK
+                                             and resends it for each retransmitted 2xx
+    Calling/Proceeding --300-699--> Completed  ACK sent by the transaction; Timer D = 32 s
+    Completed --final again--> Completed     resend the ACK
+    Calling --Timer B (64*T1)--> Terminated  (timeout: tell the TU)
+
 non-INVITE client (17.1.2):
     Trying --Timer E--> Trying               resend request, E = min(2E, T2)
     Trying --final--> Completed              Timer K = T4
@@ -32,7 +40,7 @@ from __future__ import annotations
 
 import enum
 
-from .message import Request, Response
+from .message import Headers, Request, Response
 
 #: RFC 3261 section 17.1.1.1: RTT estimate, maximum retransmit interval for non-INVITE
 #: requests and INVITE responses, and the time a message may linger in the network.
@@ -40,6 +48,8 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 TIMEOUT = 64 * T1
+#: Timer D: how long an INVITE client transaction absorbs retransmitted final responses.
+TIMER_D = 32.0
 
 
 def earliest(*times: float | None) -> float | None:
@@ -55,16 +65,18 @@ class Retransmission:
     the UAS's 2xx retransmission (section 13.3.1.4).
     """
 
-    def __init__(self, datagram: bytes, now: float) -> None:
+    def __init__(self, datagram: bytes, now: float, cap: float = T2) -> None:
+        """``cap`` bounds the interval; Timer A (an INVITE request) has none."""
         self.datagram = datagram
         self.next_at = now + T1
         self._interval = T1
+        self._cap = cap
 
     def due(self, now: float) -> bytes | None:
         """The datagram if it is time to resend it (and the next time is set)."""
         if now < self.next_at:
             return None
-        self._interval = min(self._interval * 2, T2)
+        self._interval = min(self._interval * 2, self._cap)
         self.next_at = now + self._interval
         return self.datagram
 
@@ -196,3 +208,71 @@ class NonInviteClientTransaction:
             self._retransmit = self._end_at = None
             return None
         return self._retransmit.due(now) if self._retransmit else None
+
+
+class InviteClientTransaction:
+    """RFC 3261 section 17.1.1 with RFC 6026's Accepted state: our re-INVITE.
+
+    ``on_response`` returns what to send back: the ACK for a non-2xx final response (built
+    here, on the INVITE's branch, section 17.1.1.3). The ACK for a 2xx is the UA core's,
+    because it belongs to the dialog, not to the transaction (section 13.2.2.4).
+    """
+
+    def __init__(self, request: Request, now: float) -> None:
+        self.request = request
+        self.state = State.TRYING  # "Calling"
+        self.response: Response | None = None
+        self.timed_out = False
+        self._datagram = request.to_bytes()
+        self._retransmit: Retransmission | None = Retransmission(self._datagram, now, cap=float("inf"))  # A
+        self._end_at: float | None = now + TIMEOUT  # Timer B
+        self._ack: bytes | None = None
+
+    def start(self) -> bytes:
+        return self._datagram
+
+    @property
+    def deadline(self) -> float | None:
+        return earliest(self._retransmit.next_at if self._retransmit else None, self._end_at)
+
+    def on_response(self, response: Response, now: float) -> bytes | None:
+        if self.state is State.COMPLETED:
+            return self._ack  # a retransmitted final response: the same ACK again
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return None
+        self._retransmit = None
+        if response.status < 200:
+            self.state = State.PROCEEDING
+            return None
+        self.response = response
+        if response.status < 300:
+            self.state = State.ACCEPTED
+            self._end_at = now + TIMEOUT  # Timer M
+            return None
+        self.state = State.COMPLETED
+        self._end_at = now + TIMER_D
+        self._ack = _ack_for(self.request, response).to_bytes()
+        return self._ack
+
+    def on_timer(self, now: float) -> bytes | None:
+        if self._end_at is not None and now >= self._end_at:
+            self.timed_out = self.state in (State.TRYING, State.PROCEEDING)  # Timer B
+            self.state = State.TERMINATED
+            self._retransmit = self._end_at = None
+            return None
+        return self._retransmit.due(now) if self._retransmit else None
+
+
+def _ack_for(invite: Request, response: Response) -> Request:
+    """Section 17.1.1.3: the ACK for a non-2xx final response, on the INVITE's branch."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", response.headers.get("To") or "")
+    headers.add("Call-ID", invite.headers.get("Call-ID") or "")
+    number = (invite.headers.get("CSeq") or "1").split()[0]
+    headers.add("CSeq", f"{number} ACK")
+    return Request("ACK", invite.uri, headers)

@@ -12,16 +12,24 @@ What the core answers on its own (RFC 3261 section 8.2):
 - a Request-URI scheme other than sip/sips: 416 (section 8.2.2.1);
 - a Require with an extension we lack: 420 with Unsupported (section 8.2.2.3);
 - OPTIONS: 200 with Allow, Accept and Supported (section 11.2);
+- UPDATE (RFC 3311): a session refresh is answered here; an offer goes to the TU like a
+  re-INVITE's; an offer that crosses one of ours gets 491;
+- a Session-Expires below our Min-SE: 422 (RFC 4028; ``session_timer.py``).
 - known methods we do not serve (REGISTER, SUBSCRIBE, ...): 405 with Allow;
 - unknown methods: 501 (section 8.2.1);
 - BYE or CANCEL for nothing we know: 481.
 INVITE gets 100 Trying at once; the TU (the server) then answers or rejects the call.
+
+Session timers (RFC 4028) run here too: when trivox refreshes, it sends UPDATE if the
+peer allows it, else a re-INVITE with our current SDP (the one INVITE we ever send);
+when the peer refreshes and does not, trivox ends the call with BYE.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -44,8 +52,10 @@ from .message import (
     validate_request,
 )
 from .register import Account, Registration, RegistrationEvent
+from .session_timer import IntervalTooSmall, SessionTimer, from_response, min_se_of, negotiate, supports_timer
 from .transaction import (
     TIMEOUT,
+    InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
@@ -59,14 +69,16 @@ log = logging.getLogger("trivox.sip")
 Address = tuple[str, int]
 #: What a client transaction does with its final response (None: Timer F fired).
 OnFinal = Callable[[Response | None, float], None]
+ClientTransaction = InviteClientTransaction | NonInviteClientTransaction
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Methods we serve; OPTIONS and BYE/CANCEL/ACK complete the INVITE dialog's needs.
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "INFO")
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY", "INFO", "UPDATE")
 #: Methods RFC 3261 and its common extensions define but we do not serve: 405, not 501.
-KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER",
-                  "UPDATE", "PRACK")
-SUPPORTED: tuple[str, ...] = ()
+KNOWN_UNSERVED = ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "PRACK")
+SUPPORTED: tuple[str, ...] = ("timer",)
+#: RFC 3261 section 14.1: the side that did not make the Call-ID waits 0 to 2 s after a 491.
+GLARE_WAIT = 2.0
 SIP_SCHEMES = ("sip", "sips")
 DTMF_TYPES = ("application/dtmf-relay", "application/dtmf")
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -86,7 +98,8 @@ class IncomingCall:
 
 @dataclass(frozen=True)
 class Reinvite:
-    """A new offer inside the call (hold, resume, session refresh, codec change).
+    """A new offer inside the call (hold, resume, session refresh, codec change), by
+    re-INVITE or by UPDATE with SDP (``request.method`` tells).
 
     The TU must call ``answer`` (with the SDP answer, or our current SDP when the
     re-INVITE carried no offer) or ``reject`` with this key; the call goes on either way.
@@ -154,14 +167,30 @@ class Session:
     ended: bool = False
     #: ``invite`` and ``transaction`` are a re-INVITE awaiting the TU's answer.
     reinvite: bool = False
+    #: methods the peer's Allow listed: a refresh by UPDATE needs it there
+    peer_allow: frozenset[str] = frozenset()
     # the 2xx the UA core retransmits until the ACK (section 13.3.1.4)
     ok_datagram: bytes | None = None
     ok_retransmit: Retransmission | None = None
     ok_give_up_at: float | None = None
+    #: our current session description; a refresh by re-INVITE offers it again
+    local_sdp: bytes = b""
+    #: an UPDATE with an offer awaiting the TU's answer (RFC 3311), and where it came from
+    update: tuple[Request, NonInviteServerTransaction] | None = None
+    # RFC 4028: the timer the pending 2xx will set, the running one, and what happens at
+    # ``timer_at``: our refresh, or the BYE when the peer's refresh did not come
+    pending_timer: SessionTimer | None = None
+    timer: SessionTimer | None = None
+    timer_at: float | None = None
+    #: our refresh in flight (a re-INVITE here is what makes glare possible)
+    refreshing: InviteClientTransaction | NonInviteClientTransaction | None = None
+    #: the ACK for the 2xx to our re-INVITE, resent when that 2xx is
+    refresh_ack: bytes | None = None
 
     @property
     def deadline(self) -> float | None:
-        return earliest(self.ok_retransmit.next_at if self.ok_retransmit else None, self.ok_give_up_at)
+        return earliest(self.ok_retransmit.next_at if self.ok_retransmit else None, self.ok_give_up_at,
+                        self.timer_at)
 
 
 class UserAgent:
@@ -183,8 +212,8 @@ class UserAgent:
         self._server_tx: dict[tuple[str, ...], InviteServerTransaction | NonInviteServerTransaction] = {}
         self._tx_dest: dict[int, Address] = {}
         # branch -> (transaction, destination, what to do with its final response or
-        # None when Timer F fired)
-        self._client_tx: dict[str, tuple[NonInviteClientTransaction, Address, OnFinal]] = {}
+        # None when Timer F or B fired)
+        self._client_tx: dict[str, tuple[ClientTransaction, Address, OnFinal]] = {}
         self._sessions: dict[str, Session] = {}
         self._registrations: list[Registration] = []
 
@@ -247,7 +276,7 @@ class UserAgent:
             if ctx.state is State.TERMINATED:
                 del self._client_tx[branch]
                 if ctx.timed_out:
-                    log.warning("%s to %s:%d timed out (Timer F)", ctx.request.method, *dest)
+                    log.warning("%s to %s:%d timed out", ctx.request.method, *dest)
                     on_final(None, now)
         for session in list(self._sessions.values()):
             self._session_timers(session, now)
@@ -300,23 +329,41 @@ class UserAgent:
         return session is not None and not session.ended
 
     def answer(self, key: str, sdp: bytes, now: float) -> None:
-        """Accept the call (or its re-INVITE) with ``sdp``; the 2xx is resent until the ACK."""
+        """Accept the call (or its re-INVITE or UPDATE offer) with ``sdp``.
+
+        The 2xx to an INVITE is resent until the ACK; any session timer the request
+        negotiated starts now.
+        """
         session = self._sessions[key]
-        if session.transaction.state is not State.PROCEEDING:
-            raise RuntimeError(f"call {key} can no longer be answered")
-        datagram = self._respond_invite(
-            session, 200, now,
-            headers=[("Contact", self.contact(session.source[0])), ("Content-Type", "application/sdp")],
-            body=sdp,
-        )
-        session.ok_datagram = datagram
-        session.ok_retransmit = Retransmission(datagram, now)
-        session.ok_give_up_at = now + TIMEOUT
-        session.reinvite = False
+        headers = [("Contact", self.contact(session.source[0])), ("Allow", ", ".join(ALLOWED)),
+                   ("Supported", ", ".join(SUPPORTED)), ("Content-Type", "application/sdp")]
+        if session.update is not None:
+            request, tx = session.update
+            session.update = None
+            response = make_response(request, 200, headers=[
+                *headers, *self._timer_headers(session, request), ("Server", self.user_agent)], body=sdp)
+            self._out.append((tx.respond(response, now), self._tx_dest[id(tx)]))
+        else:
+            if session.transaction.state is not State.PROCEEDING:
+                raise RuntimeError(f"call {key} can no longer be answered")
+            datagram = self._respond_invite(
+                session, 200, now, headers=[*headers, *self._timer_headers(session, session.invite)], body=sdp)
+            session.ok_datagram = datagram
+            session.ok_retransmit = Retransmission(datagram, now)
+            session.ok_give_up_at = now + TIMEOUT
+            session.reinvite = False
+        session.local_sdp = sdp
+        self._start_timer(session, session.pending_timer, now)
 
     def reject(self, key: str, status: int, now: float, reason: str | None = None) -> None:
         """Refuse the call, or only its re-INVITE (the call then goes on unchanged)."""
         session = self._sessions.get(key)
+        if session is not None and session.update is not None:
+            request, tx = session.update
+            session.update = None
+            response = make_response(request, status, reason, headers=[("Server", self.user_agent)])
+            self._out.append((tx.respond(response, now), self._tx_dest[id(tx)]))
+            return
         if session is None or session.transaction.state is not State.PROCEEDING:
             return
         self._respond_invite(session, status, now, reason=reason)
@@ -378,10 +425,12 @@ class UserAgent:
             self._on_notify(request, dest, key, now)
         elif request.method == "INFO":
             self._on_info(request, dest, key, now)
+        elif request.method == "UPDATE":
+            self._on_update(request, dest, key, now)
         elif request.method == "OPTIONS":
             self._reply(request, dest, 200, now, key, headers=[
                 ("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
-                ("Contact", self.contact(source[0]))])
+                ("Supported", ", ".join(SUPPORTED)), ("Contact", self.contact(source[0]))])
         elif request.method in KNOWN_UNSERVED:
             self._reply(request, dest, 405, now, key, headers=[("Allow", ", ".join(ALLOWED))])
         else:
@@ -396,6 +445,11 @@ class UserAgent:
         if self.trusted and not _inside(source[0], self.trusted):
             log.warning("refused a call from %s: not in sip.trusted_networks", source[0])
             self._reply(request, dest, 403, now, key)
+            return
+        try:
+            timer = negotiate(request.headers)
+        except IntervalTooSmall as exc:
+            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
             return
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not request.body:
@@ -427,6 +481,8 @@ class UserAgent:
             call_id=request.headers.get("Call-ID") or "",
             remote_target=parse_name_addr(contact[0]).uri if contact else remote.uri,
             route_set=request.headers.get_all("Record-Route"),
+            peer_allow=_allowed(request),
+            pending_timer=timer,
         )
         self._sessions[session.key] = session
         self._respond_invite(session, 100, now)
@@ -438,15 +494,56 @@ class UserAgent:
         if session is None or session.ended:
             self._reply(request, dest, 481, now, key)
             return
-        if session.reinvite or session.ok_retransmit is not None:
+        if session.reinvite or session.update is not None or session.ok_retransmit is not None:
             # An earlier INVITE is not finished yet: 500 with Retry-After (section 14.2).
             self._reply(request, dest, 500, now, key, headers=[("Retry-After", "1")])
             return
+        if isinstance(session.refreshing, InviteClientTransaction):
+            self._reply(request, dest, 491, now, key)  # our re-INVITE crossed theirs (section 14.2)
+            return
+        try:
+            session.pending_timer = negotiate(request.headers)
+        except IntervalTooSmall as exc:
+            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
+            return
+        self._target_refresh(session, request)
         transaction = InviteServerTransaction(request, now)
         self._server_tx[key] = transaction
         self._tx_dest[id(transaction)] = dest
         session.invite, session.transaction, session.reinvite = request, transaction, True
         self._respond_invite(session, 100, now)
+        self._events.append(Reinvite(session.key, request))
+
+    def _on_update(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
+        """RFC 3311: a refresh without a body is answered here; an offer goes to the TU."""
+        session = self._find_session(request)
+        if session is None or session.ended:
+            self._reply(request, dest, 481, now, key)
+            return
+        try:
+            timer = negotiate(request.headers)
+        except IntervalTooSmall as exc:
+            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
+            return
+        self._target_refresh(session, request)
+        if not request.body:
+            self._reply(request, dest, 200, now, key, headers=[
+                ("Contact", self.contact(session.source[0])), *self._timer_headers_for(timer, request)])
+            self._start_timer(session, timer, now)
+            return
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            self._reply(request, dest, 415, now, key, headers=[("Accept", "application/sdp")])
+            return
+        if session.reinvite or session.update is not None or isinstance(session.refreshing, InviteClientTransaction):
+            # RFC 3311 section 5.2: an offer while another offer is outstanding
+            self._reply(request, dest, 491, now, key)
+            return
+        tx = NonInviteServerTransaction(request, now)
+        self._server_tx[key] = tx
+        self._tx_dest[id(tx)] = dest
+        session.update = (request, tx)
+        session.pending_timer = timer
         self._events.append(Reinvite(session.key, request))
 
     def _on_ack(self, request: Request, existing: object, now: float) -> None:
@@ -532,10 +629,14 @@ class UserAgent:
         entry = self._client_tx.get(via.branch or "")
         if entry is None:
             return  # a stray or late response: nothing waits for it
-        ctx, _, on_final = entry
+        ctx, dest, on_final = entry
         final = ctx.state in (State.TRYING, State.PROCEEDING) and response.status >= 200
-        ctx.on_response(response, now)
-        if final:
+        # a retransmitted 2xx to our re-INVITE: the UA core owes it the same ACK again
+        resent_2xx = ctx.state is State.ACCEPTED and 200 <= response.status < 300
+        reply = ctx.on_response(response, now)
+        if reply is not None:
+            self._out.append((reply, dest))
+        if final or resent_2xx:
             on_final(response, now)
 
     # --- helpers -----------------------------------------------------------------------
@@ -620,6 +721,8 @@ class UserAgent:
         return session
 
     def _session_timers(self, session: Session, now: float) -> None:
+        if session.timer_at is not None and now >= session.timer_at:
+            self._on_session_timer(session, now)
         if session.ok_give_up_at is not None and now >= session.ok_give_up_at:
             # RFC 3261 section 13.3.1.4: no ACK after 64*T1: confirm, then end with BYE.
             session.ok_retransmit = session.ok_give_up_at = None
@@ -631,12 +734,20 @@ class UserAgent:
             self._out.append((datagram, self._tx_dest.get(id(session.transaction), session.source)))
 
     def _in_dialog(self, session: Session, method: str, now: float, on_final: OnFinal,
-                   headers: Iterable[tuple[str, str]] = ()) -> None:
+                   headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> ClientTransaction:
         """RFC 3261 section 12.2.1.1: a request inside the dialog, sent in its own transaction.
 
         It goes back along the flow the INVITE came on (see the module docstring).
         """
         session.local_cseq += 1
+        request = self._dialog_request(session, method, session.local_cseq, headers, body)
+        return self._start_client(request, self._dialog_dest(session), on_final, now)
+
+    def _dialog_dest(self, session: Session) -> Address:
+        return self._tx_dest.get(id(session.transaction), session.source)
+
+    def _dialog_request(self, session: Session, method: str, cseq: int,
+                        headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> Request:
         out = Headers()
         local = _host_literal(self.host_for(session.source[0]))
         out.add("Via", f"SIP/2.0/UDP {local}:{self.port};branch={new_branch()};rport")
@@ -646,17 +757,106 @@ class UserAgent:
         out.add("From", str(session.local.with_tag(session.local_tag)))
         out.add("To", str(session.remote))
         out.add("Call-ID", session.call_id)
-        out.add("CSeq", str(CSeq(session.local_cseq, method)))
+        out.add("CSeq", str(CSeq(cseq, method)))
         for name, value in headers:
             out.add(name, value)
         out.add("User-Agent", self.user_agent)
-        dest = self._tx_dest.get(id(session.transaction), session.source)
-        self._start_client(Request(method, session.remote_target, out), dest, on_final, now)
+        return Request(method, session.remote_target, out, body)
 
-    def _start_client(self, request: Request, dest: Address, on_final: OnFinal, now: float) -> None:
-        ctx = NonInviteClientTransaction(request, now)
+    def _start_client(self, request: Request, dest: Address, on_final: OnFinal, now: float) -> ClientTransaction:
+        ctx: ClientTransaction
+        if request.method == "INVITE":
+            ctx = InviteClientTransaction(request, now)
+        else:
+            ctx = NonInviteClientTransaction(request, now)
         self._client_tx[parse_via(request.headers.get("Via") or "").branch or ""] = (ctx, dest, on_final)
         self._out.append((ctx.start(), dest))
+        return ctx
+
+    # --- session timers (RFC 4028) ------------------------------------------------------
+
+    def _timer_headers(self, session: Session, request: Request) -> list[tuple[str, str]]:
+        return self._timer_headers_for(session.pending_timer, request)
+
+    @staticmethod
+    def _timer_headers_for(timer: SessionTimer | None, request: Request) -> list[tuple[str, str]]:
+        return timer.response_headers(supports_timer(request.headers)) if timer else []
+
+    def _start_timer(self, session: Session, timer: SessionTimer | None, now: float) -> None:
+        """A refresh (theirs or ours) succeeded: the interval starts again, or timers stop."""
+        session.timer, session.pending_timer = timer, None
+        if timer is None:
+            session.timer_at = None
+        else:
+            session.timer_at = now + (timer.refresh_in() if timer.we_refresh else timer.expire_in())
+
+    def _on_session_timer(self, session: Session, now: float) -> None:
+        timer = session.timer
+        session.timer_at = None
+        if timer is None or session.ended:
+            return
+        if not timer.we_refresh:
+            log.warning("call %s: no session refresh from the caller's side in %d s; ending it",
+                        session.call_id, timer.interval)
+            self._send_bye(session, now, reason="session timer expired (RFC 4028)")
+            return
+        headers = [*timer.request_headers(), ("Contact", self.contact(session.source[0]))]
+        if "UPDATE" in session.peer_allow:
+            session.refreshing = self._in_dialog(session, "UPDATE", now, self._refreshed(session), headers)
+        else:
+            session.refreshing = self._in_dialog(
+                session, "INVITE", now, self._refreshed(session),
+                [*headers, ("Allow", ", ".join(ALLOWED)), ("Content-Type", "application/sdp")], session.local_sdp)
+        session.refresh_ack = None
+
+    def _refreshed(self, session: Session) -> OnFinal:
+        """What to do with the answer to our refresh."""
+        started = session.timer
+
+        def on_final(response: Response | None, now: float) -> None:
+            if response is not None and 200 <= response.status < 300 and _cseq_method(response) == "INVITE":
+                self._ack_refresh(session, response)
+            if session.refreshing is None or session.ended or started is None:
+                return  # a retransmitted 2xx (ACKed above), or the call is over
+            session.refreshing = None
+            if response is None or response.status in (408, 481):
+                # RFC 3261 section 12.2.1.2: the dialog is gone on the other side
+                status = 408 if response is None else response.status
+                log.warning("call %s: session refresh got %d; ending the call", session.call_id, status)
+                self._send_bye(session, now, reason=f"session refresh failed ({status})")
+            elif response.status < 300:
+                self._start_timer(session, from_response(response), now)
+            elif response.status == 491:
+                session.timer_at = now + random.uniform(0, GLARE_WAIT)
+            elif response.status == 422 and (min_se := min_se_of(response)) is not None:
+                session.timer = SessionTimer(max(min_se, started.interval), we_refresh=True)
+                session.timer_at = now
+            else:
+                # The peer would not refresh with us: the call lives until the interval runs out.
+                log.warning("call %s: session refresh refused (%d)", session.call_id, response.status)
+                session.timer = SessionTimer(started.interval, we_refresh=False)
+                session.timer_at = now + started.refresh_in() - min(32, started.interval / 3)
+
+        return on_final
+
+    def _ack_refresh(self, session: Session, response: Response) -> None:
+        """RFC 3261 section 13.2.2.4: the UA core ACKs a 2xx, outside any transaction, and
+        sends the same ACK again for each retransmission of that 2xx."""
+        if session.refresh_ack is None:
+            cseq = parse_cseq(response.headers.get("CSeq") or "").number
+            ack = self._dialog_request(session, "ACK", cseq)
+            ack.headers.remove("To")
+            ack.headers.add("To", response.headers.get("To") or str(session.remote))
+            session.refresh_ack = ack.to_bytes()
+        self._out.append((session.refresh_ack, self._dialog_dest(session)))
+
+    def _target_refresh(self, session: Session, request: Request) -> None:
+        """RFC 3261 section 12.2.2: a re-INVITE or UPDATE may move the peer (its Contact)."""
+        contact = request.headers.get_all("Contact")
+        if contact:
+            session.remote_target = parse_name_addr(contact[0]).uri
+        if "Allow" in request.headers:
+            session.peer_allow = _allowed(request)
 
     def _send_bye(self, session: Session, now: float, reason: str = "trivox hung up") -> None:
         """RFC 3261 section 15.1.1: BYE ends the call at once; its answer only frees the dialog."""
@@ -708,6 +908,17 @@ def _dtmf_digit(body: str, content_type: str) -> str | None:
         value = match.group(1)
     value = {"10": "*", "11": "#"}.get(value, value).upper()
     return value if len(value) == 1 and value in DTMF_DIGITS else None
+
+
+def _cseq_method(message: Request | Response) -> str:
+    try:
+        return parse_cseq(message.headers.get("CSeq") or "").method
+    except (ParseError, BadRequest):
+        return ""
+
+
+def _allowed(request: Request) -> frozenset[str]:
+    return frozenset(method.strip().upper() for method in request.headers.get_all("Allow"))
 
 
 def _inside(address: str, networks: Sequence[IPNetwork]) -> bool:
