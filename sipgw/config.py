@@ -88,6 +88,9 @@ class SipConfig:
     trusted_networks: list[str] = field(default_factory=list)
     #: Accounts to register; none by default (trivox is then called as a trunk or directly).
     register: list[RegisterConfig] = field(default_factory=list)
+    #: Seconds between OPTIONS keepalives to each registrar and inside each call; a call
+    #: whose peer answers 481 or nothing is ended. 0 turns them off.
+    keepalive: int = 30
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,8 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(src, f"{key}.aor", f"expected a sip: URI, got {account.aor!r}")
         if not 60 <= account.expires <= 86400:
             raise ConfigError(src, f"{key}.expires", f"expected 60..86400 seconds, got {account.expires}")
+    if config.sip.keepalive and not 5 <= config.sip.keepalive <= 3600:
+        raise ConfigError(src, "sip.keepalive", f"expected 0 (off) or 5..3600 seconds, got {config.sip.keepalive}")
     rtp = config.rtp
     if not (1024 <= rtp.port_min <= 65534):
         raise ConfigError(src, "rtp.port_min", f"expected 1024..65534, got {rtp.port_min}")

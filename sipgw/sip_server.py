@@ -27,7 +27,14 @@ from .config import Config
 from .errors import ListenError
 from .sip.message import parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
-from .sip.register import Account, Registered, RegistrationFailed, RegistrationState, Unregistered
+from .sip.register import (
+    Account,
+    AddressLearned,
+    Registered,
+    RegistrationFailed,
+    RegistrationState,
+    Unregistered,
+)
 from .sip.ua import CallConfirmed, CallEnded, Digit, IncomingCall, Reinvite, TransferProgress, UserAgent
 
 log = logging.getLogger("trivox.sip")
@@ -122,8 +129,9 @@ class SipServer:
             self._sock = sock
             host, port = sock.getsockname()[:2]
             trusted = [ipaddress.ip_network(n, strict=False) for n in self.config.sip.trusted_networks]
-            self._ua = UserAgent(port=port, host_for=self._local_host,
-                                 user_agent=self.config.sip.user_agent, trusted=trusted)
+            self._ua = UserAgent(port=port, host_for=self._local_host, user_agent=self.config.sip.user_agent,
+                                 trusted=trusted, keepalive=self.config.sip.keepalive,
+                                 learn_address=not self.config.sip.advertise)
             task_status.started((host, port))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._timer_loop)
@@ -193,6 +201,9 @@ class SipServer:
                             event.retry_in)
             elif isinstance(event, Unregistered):
                 log.info("unregistered %s", event.aor)
+            elif isinstance(event, AddressLearned):
+                log.info("%s: the registrar sees us at %s:%d; Contact and SDP now say so", event.aor,
+                         event.host, event.port)
         # Shielded: the caller may be a call's own task whose nursery an event above just
         # cancelled (our own hangup ends the call), and the user agent's queue is already
         # drained, so a cancelled send would lose the BYE for good. UDP sends do not block.
@@ -311,9 +322,13 @@ class SipServer:
                 await self.command(lambda ua, now: ua.hangup(event.key, now))
 
     def _local_host(self, peer: str) -> str:
-        """The address we advertise (Via, Contact, SDP): configured, bound, or the one that routes to the peer."""
+        """The address we advertise (Via, Contact, SDP): configured, learned from the peer's
+        registrar answers (NAT), bound, or the one that routes to the peer."""
         if self.config.sip.advertise:
             return self.config.sip.advertise
+        learned = self._ua.public_host(peer) if self._ua is not None else None
+        if learned is not None:
+            return learned
         if self.config.sip.listen.host not in WILDCARDS:
             return self.config.sip.listen.host
         return _route_source(peer)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from sipgw.sip.message import Request, make_response, parse_message, parse_name_addr
+from sipgw.sip.message import Request, make_response, parse_message, parse_name_addr, parse_via
 from sipgw.sip.register import Account, Registered, RegistrationFailed, Unregistered
 from sipgw.sip.transaction import TIMEOUT
 from sipgw.sip.ua import UserAgent
@@ -136,3 +136,60 @@ def test_unregister_sends_expires_zero(ua):
     reply(ua, bye, 200, 5.1)
     assert ua.events() == [Unregistered("sip:trivox@pbx.example")]
     assert ua.registrations[0].deadline is None  # nothing more to refresh
+
+
+def reply_via(ua: UserAgent, request: Request, status: int, now: float, received: str, rport: int,
+              headers=()) -> None:
+    """A registrar's answer whose Via says where it saw the request come from (RFC 3581)."""
+    branch = parse_via(request.headers.get("Via")).branch
+    request.headers.remove("Via")
+    request.headers.add("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={branch};received={received};rport={rport}")
+    reply(ua, request, status, now, headers)
+
+
+def test_behind_nat_the_contact_moves_to_the_address_the_registrar_sees():
+    ua = UserAgent(port=5060, host_for=lambda peer: "127.0.0.1", learn_address=True)
+    ua.register(ACCOUNT, 0.0)
+    (first,) = sent_requests(ua)
+    reply_via(ua, first, 200, 0.1, "198.51.100.7", 40123)
+    (moved,) = sent_requests(ua)
+    # the new Contact, and the old binding removed in the same REGISTER
+    assert moved.headers.get_all("Contact") == ["<sip:trivox@198.51.100.7:40123>",
+                                                "<sip:trivox@127.0.0.1:5060>;expires=0"]
+    assert ua.contact(REGISTRAR[0]) == "<sip:trivox@198.51.100.7:40123>"  # what calls from it see
+    assert ua.public_host(REGISTRAR[0]) == "198.51.100.7" and ua.public_host("192.0.2.1") is None
+    reply_via(ua, moved, 200, 0.2, "198.51.100.7", 40123)
+    assert sent_requests(ua) == []  # settled: no REGISTER loop
+    ua.handle_timers(ua.registrations[0].deadline)
+    (refresh,) = sent_requests(ua)
+    assert refresh.headers.get_all("Contact") == ["<sip:trivox@198.51.100.7:40123>"]
+
+
+def test_without_learning_the_contact_stays_as_configured(ua):
+    ua.register(ACCOUNT, 0.0)
+    (first,) = sent_requests(ua)
+    reply_via(ua, first, 200, 0.1, "198.51.100.7", 40123)
+    assert sent_requests(ua) == []
+    assert ua.contact(REGISTRAR[0]) == "<sip:trivox@127.0.0.1:5060>"
+
+
+def test_options_keepalive_and_a_registrar_that_goes_silent():
+    ua = UserAgent(port=5060, host_for=lambda peer: "127.0.0.1", keepalive=30.0)
+    ua.register(ACCOUNT, 0.0)
+    (first,) = sent_requests(ua)
+    reply(ua, first, 200, 0.1, [("Expires", "3600")])
+    ua.events()
+    ua.handle_timers(30.1)
+    (probe,) = sent_requests(ua)
+    assert probe.method == "OPTIONS" and probe.uri == "sip:pbx.example"
+    reply(ua, probe, 404, 30.2)  # any answer proves the registrar is there
+    assert ua.events() == []
+    ua.handle_timers(60.2)
+    (probe,) = sent_requests(ua)
+    assert probe.method == "OPTIONS"
+    ua.handle_timers(60.2 + TIMEOUT)  # no answer at all: Timer F (the resends went out meanwhile)
+    ua.outgoing()
+    (failed,) = ua.events()
+    assert isinstance(failed, RegistrationFailed) and "stopped answering" in failed.reason
+    ua.handle_timers(ua.next_deadline())
+    assert [r.method for r in sent_requests(ua)] == ["REGISTER"]

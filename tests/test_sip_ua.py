@@ -391,3 +391,18 @@ def test_info_that_is_not_dtmf(ua):
     assert statuses(ua) == [400]
     ua.receive(request("INFO", branch="z9hG4bK-i5", cseq=5, to_tag="other"), CALLER, 1.3)
     assert statuses(ua) == [481]
+
+
+def test_keepalive_options_in_the_call_and_a_peer_that_forgot_it():
+    ua = UserAgent(port=5060, host_for=lambda peer: "127.0.0.1", keepalive=30.0)
+    key, tag = confirmed_call(ua)
+    ua.handle_timers(30.1)
+    ((probe, _),) = sent(ua)
+    assert probe.method == "OPTIONS" and parse_name_addr(probe.headers.get("From")).tag == tag
+    ua.receive(make_response(probe, 200).to_bytes(), CALLER, 30.2)
+    assert ua.events() == [] and ua.active(key)
+    ua.handle_timers(60.2)
+    ((probe, _),) = sent(ua)
+    ua.receive(make_response(probe, 481).to_bytes(), CALLER, 60.3)  # the dialog is gone over there
+    assert [m.method for m, _ in sent(ua)] == ["BYE"]
+    assert ua.events() == [CallEnded(key, "the caller's side is gone (keepalive: 481)")]

@@ -13,6 +13,14 @@ feeds back the final response or the timeout. Its rules:
 4. Any other failure, or no answer (Timer F): tried again with exponential backoff, so a
    registrar that restarts finds us back soon without being flooded.
 5. ``stop``: a REGISTER with Expires: 0 removes the binding (shutdown).
+6. Keepalive: while registered, an OPTIONS every ``keepalive`` seconds keeps a NAT
+   binding open and notices a registrar that went away (no answer at all: register
+   again, with the backoff of rule 4). Any answer, even 404, proves it is there.
+7. NAT (RFC 3581): the registrar writes where our REGISTER came from into Via
+   ``received``/``rport``. When that differs from our Contact, the Contact is moved to
+   the address the registrar sees (the old one removed in the same REGISTER), so calls
+   from it reach us through the NAT. ``AddressLearned`` tells the user agent, which
+   then advertises that address to this peer. Off when the operator set an address.
 
 Call-ID and From tag stay the same for the life of the registration, and CSeq grows by
 one for each REGISTER (section 10.2.4).
@@ -35,7 +43,9 @@ from .message import (
     new_call_id,
     new_tag,
     parse_name_addr,
+    parse_via,
 )
+from .transaction import earliest
 
 #: Refresh this long before the binding lapses, or at half its life if that is sooner.
 REFRESH_MARGIN = 60.0
@@ -87,17 +97,33 @@ class Unregistered:
     aor: str
 
 
-RegistrationEvent = Registered | RegistrationFailed | Unregistered
+@dataclass(frozen=True)
+class AddressLearned:
+    """The registrar sees us at ``host``:``port`` (behind a NAT, say): advertise that to it."""
+
+    aor: str
+    registrar: tuple[str, int]
+    host: str
+    port: int
+
+
+RegistrationEvent = Registered | RegistrationFailed | Unregistered | AddressLearned
 
 
 class Registration:
     def __init__(self, account: Account, *, contact: str, via_host: str, via_port: int,
-                 user_agent: str = "trivox") -> None:
+                 user_agent: str = "trivox", keepalive: float = 0.0, learn_address: bool = True) -> None:
+        """``keepalive``: seconds between OPTIONS probes while registered (0: none)."""
         self.account = account
         self.contact = contact  # "<sip:user@host:port>"
         self.state = RegistrationState.IDLE
         self.events: list[RegistrationEvent] = []
-        self.deadline: float | None = None
+        self._refresh_at: float | None = None  # the next REGISTER (refresh or retry)
+        self._probe_at: float | None = None  # the next OPTIONS
+        self._keepalive = keepalive
+        self._learn_address = learn_address
+        self._moved_from: str | None = None  # our old Contact, removed by the next REGISTER
+        self._via_host = via_host
         self._via = f"SIP/2.0/UDP {via_host}:{via_port}"
         self._user_agent = user_agent
         self._call_id = new_call_id(via_host)
@@ -111,9 +137,13 @@ class Registration:
 
     # --- driving it ---------------------------------------------------------------------
 
+    @property
+    def deadline(self) -> float | None:
+        return earliest(self._refresh_at, self._probe_at)
+
     def start(self, now: float) -> Request:
         self.state = RegistrationState.REGISTERING
-        self.deadline = None
+        self._refresh_at = self._probe_at = None
         return self._register(self._expires)
 
     def stop(self, now: float) -> Request | None:
@@ -121,13 +151,27 @@ class Registration:
         if self.state in (RegistrationState.IDLE, RegistrationState.STOPPED):
             return None
         self.state = RegistrationState.UNREGISTERING
-        self.deadline = None
+        self._refresh_at = self._probe_at = None
         return self._register(0)
 
     def on_timer(self, now: float) -> Request | None:
-        if self.deadline is None or now < self.deadline:
-            return None
-        return self.start(now)
+        """The REGISTER or OPTIONS that is due now, if any."""
+        if self._refresh_at is not None and now >= self._refresh_at:
+            return self.start(now)
+        if self._probe_at is not None and now >= self._probe_at:
+            self._probe_at = None  # set again when the answer comes
+            return self._options()
+        return None
+
+    def on_probe_answer(self, response: Response | None, now: float) -> None:
+        """The answer to our OPTIONS, or None when none came (Timer F)."""
+        if self.state is not RegistrationState.REGISTERED:
+            return
+        if response is None:
+            self._failed("the registrar stopped answering OPTIONS", now)
+            self._refresh_at = now  # register again at once; the backoff starts from there
+        else:
+            self._probe_at = now + self._keepalive
 
     def on_response(self, response: Response, now: float) -> Request | None:
         """The final response to our last REGISTER; returns the next REGISTER to send now."""
@@ -140,7 +184,7 @@ class Registration:
             return None
         if 200 <= status < 300:
             self._registered(response, now)
-            return None
+            return self._follow_nat(response)
         if status == 423:
             minimum = _int(response.headers.get("Min-Expires"))
             if minimum is not None and minimum > self._expires:
@@ -163,8 +207,34 @@ class Registration:
         self.state = RegistrationState.REGISTERED
         self._retry_delay = RETRY_FIRST
         self._answered_nonces.clear()
-        self.deadline = now + max(granted / 2, granted - REFRESH_MARGIN)
+        self._moved_from = None
+        self._refresh_at = now + max(granted / 2, granted - REFRESH_MARGIN)
+        self._probe_at = now + self._keepalive if self._keepalive > 0 else None
         self.events.append(Registered(self.account.aor, granted))
+
+    def _follow_nat(self, response: Response) -> Request | None:
+        """Rule 7: move our Contact to where the registrar saw the REGISTER come from."""
+        if not self._learn_address:
+            return None
+        try:
+            via = parse_via(response.headers.get("Via") or "")
+        except SipError:
+            return None
+        received = via.params.get("received")
+        rport = via.params.get("rport")
+        if not received or not rport or not rport.isdigit():
+            return None
+        contact = parse_name_addr(self.contact)
+        user = contact.uri.split(":", 1)[1].split("@", 1)[0]
+        host = f"[{received}]" if ":" in received else received
+        seen = f"sip:{user}@{host}:{rport}"
+        if seen == contact.uri:
+            return None
+        self._moved_from, self.contact = self.contact, f"<{seen}>"
+        self.events.append(AddressLearned(self.account.aor, self.account.registrar, received, int(rport)))
+        self.state = RegistrationState.REGISTERING
+        self._refresh_at = self._probe_at = None
+        return self._register(self._expires)
 
     def _challenged(self, response: Response, now: float) -> Request | None:
         proxy = response.status == 407
@@ -187,7 +257,8 @@ class Registration:
     def _failed(self, reason: str, now: float) -> None:
         self.state = RegistrationState.RETRYING
         self._challenge = None
-        self.deadline = now + self._retry_delay
+        self._probe_at = None
+        self._refresh_at = now + self._retry_delay
         self.events.append(RegistrationFailed(self.account.aor, reason, self._retry_delay))
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
 
@@ -213,6 +284,8 @@ class Registration:
         headers.add("Call-ID", self._call_id)
         headers.add("CSeq", str(CSeq(self._cseq, "REGISTER")))
         headers.add("Contact", self.contact)
+        if self._moved_from is not None and expires:
+            headers.add("Contact", f"{self._moved_from};expires=0")
         headers.add("Expires", str(expires))
         if self._challenge is not None:
             # Answering the registrar's last challenge again, with the next nonce count,
@@ -221,6 +294,20 @@ class Registration:
             headers.add(self._challenge.header, credentials)
         headers.add("User-Agent", self._user_agent)
         return Request("REGISTER", self.account.registrar_uri, headers)
+
+
+    def _options(self) -> Request:
+        """An out-of-dialog OPTIONS to the registrar (RFC 3261 section 11), our keepalive."""
+        headers = Headers()
+        headers.add("Via", f"{self._via};branch={new_branch()};rport")
+        headers.add("Max-Forwards", "70")
+        headers.add("From", str(NameAddr(None, self.account.aor, {"tag": new_tag()})))
+        headers.add("To", str(NameAddr(None, self.account.registrar_uri, {})))
+        headers.add("Call-ID", new_call_id(self._via_host))
+        headers.add("CSeq", str(CSeq(1, "OPTIONS")))
+        headers.add("Accept", "application/sdp")
+        headers.add("User-Agent", self._user_agent)
+        return Request("OPTIONS", self.account.registrar_uri, headers)
 
 
 def _int(value: str | None) -> int | None:

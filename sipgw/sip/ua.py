@@ -51,7 +51,7 @@ from .message import (
     parse_via,
     validate_request,
 )
-from .register import Account, Registration, RegistrationEvent
+from .register import Account, AddressLearned, Registration, RegistrationEvent
 from .session_timer import IntervalTooSmall, SessionTimer, from_response, min_se_of, negotiate, supports_timer
 from .transaction import (
     TIMEOUT,
@@ -186,27 +186,35 @@ class Session:
     refreshing: InviteClientTransaction | NonInviteClientTransaction | None = None
     #: the ACK for the 2xx to our re-INVITE, resent when that 2xx is
     refresh_ack: bytes | None = None
+    #: when the next in-dialog OPTIONS goes out (keepalive)
+    probe_at: float | None = None
 
     @property
     def deadline(self) -> float | None:
         return earliest(self.ok_retransmit.next_at if self.ok_retransmit else None, self.ok_give_up_at,
-                        self.timer_at)
+                        self.timer_at, self.probe_at)
 
 
 class UserAgent:
     """The sans-IO SIP endpoint. Feed it with ``receive`` and ``handle_timers``."""
 
     def __init__(self, *, port: int, host_for: Callable[[str], str], user_agent: str = "trivox",
-                 trusted: Sequence[IPNetwork] = ()) -> None:
+                 trusted: Sequence[IPNetwork] = (), keepalive: float = 0.0, learn_address: bool = False) -> None:
         """``host_for(peer_ip)`` gives the address we advertise to that peer (Via, Contact).
 
         ``trusted``: when given, only these source networks may start calls (trunk mode);
         a new INVITE from anywhere else gets 403.
+        ``keepalive``: seconds between OPTIONS to each registrar and inside each call (0: none).
+        ``learn_address``: advertise to a registrar the address it sees us at (RFC 3581).
         """
         self.port = port
         self.host_for = host_for
         self.trusted = tuple(trusted)
         self.user_agent = user_agent
+        self.keepalive = keepalive
+        self.learn_address = learn_address
+        #: peer IP -> (host, port) that peer sees us at, learned from its Via received/rport
+        self._public: dict[str, tuple[str, int]] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
         self._server_tx: dict[tuple[str, ...], InviteServerTransaction | NonInviteServerTransaction] = {}
@@ -236,7 +244,13 @@ class UserAgent:
                         *(r.deadline for r in self._registrations))
 
     def contact(self, peer_ip: str) -> str:
-        return f"<sip:trivox@{_host_literal(self.host_for(peer_ip))}:{self.port}>"
+        host, port = self._public.get(peer_ip, (self.host_for(peer_ip), self.port))
+        return f"<sip:trivox@{_host_literal(host)}:{port}>"
+
+    def public_host(self, peer_ip: str) -> str | None:
+        """The address ``peer_ip`` sees us at, if its registrar told us (for SDP behind NAT)."""
+        learned = self._public.get(peer_ip)
+        return learned[0] if learned else None
 
     # --- input -------------------------------------------------------------------------
 
@@ -290,7 +304,8 @@ class UserAgent:
         host = _host_literal(self.host_for(account.registrar[0]))
         user = parse_name_addr(f"<{account.aor}>").uri.split(":", 1)[1].split("@", 1)[0]
         registration = Registration(account, contact=f"<sip:{user}@{host}:{self.port}>", via_host=host,
-                                    via_port=self.port, user_agent=self.user_agent)
+                                    via_port=self.port, user_agent=self.user_agent, keepalive=self.keepalive,
+                                    learn_address=self.learn_address)
         self._registrations.append(registration)
         self._send_register(registration, registration.start(now), now)
 
@@ -556,6 +571,7 @@ class UserAgent:
         session.ok_retransmit = session.ok_give_up_at = None  # the ACK for our last 2xx
         if not session.confirmed:
             session.confirmed = True
+            session.probe_at = now + self.keepalive if self.keepalive > 0 else None
             self._events.append(CallConfirmed(session.key))
 
     def _on_cancel(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
@@ -723,6 +739,9 @@ class UserAgent:
     def _session_timers(self, session: Session, now: float) -> None:
         if session.timer_at is not None and now >= session.timer_at:
             self._on_session_timer(session, now)
+        if session.probe_at is not None and now >= session.probe_at and not session.ended:
+            session.probe_at = None
+            self._in_dialog(session, "OPTIONS", now, self._probed(session), [("Accept", "application/sdp")])
         if session.ok_give_up_at is not None and now >= session.ok_give_up_at:
             # RFC 3261 section 13.3.1.4: no ACK after 64*T1: confirm, then end with BYE.
             session.ok_retransmit = session.ok_give_up_at = None
@@ -839,6 +858,22 @@ class UserAgent:
 
         return on_final
 
+    def _probed(self, session: Session) -> OnFinal:
+        """The answer to our in-dialog OPTIONS: any answer but 408 and 481 means the call is
+        still there on the other side (RFC 3261 section 12.2.1.2)."""
+
+        def on_final(response: Response | None, now: float) -> None:
+            if session.ended:
+                return
+            if response is None or response.status in (408, 481):
+                status = "no answer" if response is None else str(response.status)
+                log.warning("call %s: keepalive OPTIONS got %s; ending the call", session.call_id, status)
+                self._send_bye(session, now, reason=f"the caller's side is gone (keepalive: {status})")
+            else:
+                session.probe_at = now + self.keepalive
+
+        return on_final
+
     def _ack_refresh(self, session: Session, response: Response) -> None:
         """RFC 3261 section 13.2.2.4: the UA core ACKs a 2xx, outside any transaction, and
         sends the same ACK again for each retransmission of that 2xx."""
@@ -865,10 +900,18 @@ class UserAgent:
         self._end(session, reason)
 
     def _send_register(self, registration: Registration, request: Request | None, now: float) -> None:
-        if request is not None:
+        """Send what the registration asked for: a REGISTER, or an OPTIONS keepalive."""
+        if request is not None and request.method == "OPTIONS":
+            self._start_client(request, registration.account.registrar,
+                               lambda response, now: self._probe_final(registration, response, now), now)
+        elif request is not None:
             self._start_client(request, registration.account.registrar,
                                lambda response, now: self._registration_final(registration, response, now), now)
         self._collect(registration)
+
+    def _probe_final(self, registration: Registration, response: Response | None, now: float) -> None:
+        registration.on_probe_answer(response, now)
+        self._send_register(registration, registration.on_timer(now), now)
 
     def _registration_final(self, registration: Registration, response: Response | None, now: float) -> None:
         if response is None:
@@ -878,6 +921,9 @@ class UserAgent:
             self._send_register(registration, registration.on_response(response, now), now)
 
     def _collect(self, registration: Registration) -> None:
+        for event in registration.events:
+            if isinstance(event, AddressLearned):
+                self._public[event.registrar[0]] = (event.host, event.port)
         self._events += registration.events
         registration.events.clear()
 
