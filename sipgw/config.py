@@ -91,6 +91,13 @@ class SipConfig:
     #: Seconds between OPTIONS keepalives to each registrar and inside each call; a call
     #: whose peer answers 481 or nothing is ended. 0 turns them off.
     keepalive: int = 30
+    #: Transports on ``listen``: "udp" and "tcp" (RFC 3261 section 18 asks for both).
+    transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
+    #: Port for SIP over TLS on the host of ``listen``; 0: no TLS. Needs the two below.
+    tls_port: int = 0
+    #: PEM file with our certificate (and chain); the key too, unless ``tls_key`` is set.
+    tls_certificate: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,6 +275,13 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(src, f"{key}.aor", f"expected a sip: URI, got {account.aor!r}")
         if not 60 <= account.expires <= 86400:
             raise ConfigError(src, f"{key}.expires", f"expected 60..86400 seconds, got {account.expires}")
+    sip = config.sip
+    if "udp" not in sip.transports or not set(sip.transports) <= {"udp", "tcp"}:
+        raise ConfigError(src, "sip.transports", f'expected ["udp"] or ["udp", "tcp"], got {sip.transports}')
+    if not 0 <= sip.tls_port <= 65535:
+        raise ConfigError(src, "sip.tls_port", f"expected 0 (no TLS) or a port, got {sip.tls_port}")
+    if sip.tls_port and not sip.tls_certificate:
+        raise ConfigError(src, "sip.tls_certificate", "SIP over TLS (sip.tls_port) needs a PEM certificate file")
     if config.sip.keepalive and not 5 <= config.sip.keepalive <= 3600:
         raise ConfigError(src, "sip.keepalive", f"expected 0 (off) or 5..3600 seconds, got {config.sip.keepalive}")
     rtp = config.rtp

@@ -2,7 +2,7 @@
 
     trivox serve
     └── server nursery
-        ├── SIP over UDP (one sans-IO user agent)
+        ├── SIP over UDP, TCP and TLS (one sans-IO user agent; a task per connection)
         ├── AudioSocket listener
         ├── signal watcher (SIGINT, SIGTERM -> graceful shutdown)
         └── calls nursery
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 
 import trio
 
@@ -31,6 +32,23 @@ from .config import Config, ConfigError, HostPort
 from .sip_server import SipServer
 
 log = logging.getLogger("trivox.server")
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server context for SIP over TLS, or None when ``sip.tls_port`` is 0.
+
+    A certificate or key that does not load is a ConfigError naming the key.
+    """
+    sip = config.sip
+    if not sip.tls_port:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(sip.tls_certificate, sip.tls_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        key = "sip.tls_key" if sip.tls_key and "key" in str(exc).lower() else "sip.tls_certificate"
+        raise ConfigError(config.source, key, f"cannot load the TLS certificate and key: {exc}") from None
+    return context
 
 
 def prepare(config: Config) -> Calls:
@@ -67,9 +85,8 @@ async def serve(config: Config, calls: Calls) -> None:
     """Run the server until cancelled or signalled; ``calls`` comes from ``prepare``."""
     async with trio.open_nursery() as root:
         calls_nursery = await root.start(_calls_nursery)
-        sip = SipServer(config, calls, calls_nursery)
-        sip_address = await root.start(sip.run)
-        log.info("SIP listening on udp %s", HostPort(*sip_address))
+        sip = SipServer(config, calls, calls_nursery, tls=tls_context(config))
+        await root.start(sip.run)
         if config.audiosocket.enabled:
             address = await root.start(serve_audiosocket, config.audiosocket.listen, calls, calls_nursery)
             log.info("AudioSocket listening on tcp %s", HostPort(*address))

@@ -1,18 +1,23 @@
-"""SIP over UDP: the thin Trio adapter that drives the sans-IO ``UserAgent``.
+"""SIP over UDP, TCP and TLS: the thin Trio adapter that drives the sans-IO ``UserAgent``.
 
-Two tasks: one reads datagrams into the user agent, one fires its timers. After each
-step the adapter sends what the user agent queued and acts on its events: a new call
-becomes a ``SipLeg`` run in the calls nursery; an ended call cancels that call's nursery.
+One task reads datagrams into the user agent, one fires its timers, and each TCP or TLS
+connection has a reader (bytes into a ``StreamParser``, messages into the user agent) and
+a writer. After each step the adapter sends what the user agent queued, on the
+connection to that peer if there is one, else by UDP, and acts on its events: a new
+call becomes a ``SipLeg`` run in the calls nursery; an ended call cancels that call's
+nursery. TCP listens on the UDP port (RFC 3261 section 18: a UA does both).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import math
-from collections.abc import Callable
 import secrets
 import socket
+import ssl
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -23,9 +28,9 @@ from media.pacer import Pacer
 from media.rtp_stream import RtpStream, open_rtp_socket
 
 from .calls import Calls
-from .config import Config
+from .config import Config, HostPort
 from .errors import ListenError
-from .sip.message import parse_name_addr
+from .sip.message import StreamParser, parse_name_addr
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
 from .sip.register import (
     Account,
@@ -46,6 +51,12 @@ TRANSFER_TIMEOUT = 30.0
 #: Time registrars get to confirm our Expires: 0 at shutdown.
 UNREGISTER_GRACE = 2.0
 WILDCARDS = ("0.0.0.0", "::", "")
+#: Messages queued for one connection before it counts as stuck and is closed.
+STREAM_QUEUE = 256
+#: Attempts at finding a port free on both UDP and TCP when the configured port is 0.
+BIND_ATTEMPTS = 20
+#: Receive size for stream connections.
+STREAM_CHUNK = 16384
 
 
 class SipLeg:
@@ -109,34 +120,80 @@ class SipLeg:
 
 
 class SipServer:
-    def __init__(self, config: Config, calls: Calls, calls_nursery: trio.Nursery) -> None:
+    def __init__(self, config: Config, calls: Calls, calls_nursery: trio.Nursery,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the server context for SIP over TLS (``sip.tls_port``), if configured."""
         self.config = config
         self._calls = calls
         self._calls_nursery = calls_nursery
+        self._tls = tls
         self._sock: trio.socket.SocketType | None = None
         self._ua: UserAgent | None = None
         self._legs: dict[str, SipLeg] = {}
+        self._streams: dict[tuple[str, int], trio.MemorySendChannel[bytes]] = {}
         self._wakeup = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
-        listen = self.config.sip.listen
-        family = trio.socket.AF_INET6 if ":" in listen.host else trio.socket.AF_INET
-        with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
-            try:
-                await sock.bind((listen.host, listen.port))
-            except OSError as exc:
-                raise ListenError(f"cannot listen for SIP on udp {listen}: {exc.strerror}") from None
+        sip = self.config.sip
+        sock, tcp = await self._bind()
+        with sock:
             self._sock = sock
             host, port = sock.getsockname()[:2]
-            trusted = [ipaddress.ip_network(n, strict=False) for n in self.config.sip.trusted_networks]
-            self._ua = UserAgent(port=port, host_for=self._local_host, user_agent=self.config.sip.user_agent,
-                                 trusted=trusted, keepalive=self.config.sip.keepalive,
-                                 learn_address=not self.config.sip.advertise)
+            tls = await self._listen_tls() if self._tls is not None else []
+            trusted = [ipaddress.ip_network(n, strict=False) for n in sip.trusted_networks]
+            self._ua = UserAgent(port=port, host_for=self._local_host, user_agent=sip.user_agent,
+                                 trusted=trusted, keepalive=sip.keepalive, learn_address=not sip.advertise,
+                                 tls_port=sip.tls_port if tls else None)
+            log.info("SIP listening on udp %s", HostPort(host, port))
+            for listener in tcp:
+                log.info("SIP listening on tcp %s", HostPort(*listener.socket.getsockname()[:2]))
+            for listener in tls:
+                log.info("SIP listening on tls %s", HostPort(*listener.transport_listener.socket.getsockname()[:2]))
             task_status.started((host, port))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._register_accounts)
+                if tcp:
+                    nursery.start_soon(partial(trio.serve_listeners, partial(self._serve_stream, transport="tcp"), tcp))
+                if tls:
+                    nursery.start_soon(partial(trio.serve_listeners, partial(self._serve_stream, transport="tls"), tls))
                 await self._receive_loop()
+
+    async def _bind(self) -> tuple[trio.socket.SocketType, list[trio.SocketListener]]:
+        """The UDP socket and, when TCP is on, TCP listeners on the same port.
+
+        With port 0 (tests), the kernel picks a UDP port that may be taken on TCP: try again.
+        """
+        listen = self.config.sip.listen
+        family = trio.socket.AF_INET6 if ":" in listen.host else trio.socket.AF_INET
+        for _ in range(BIND_ATTEMPTS):
+            sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+            try:
+                await sock.bind((listen.host, listen.port))
+            except OSError as exc:
+                sock.close()
+                raise ListenError(f"cannot listen for SIP on udp {listen}: {exc.strerror}") from None
+            if "tcp" not in self.config.sip.transports:
+                return sock, []
+            port = sock.getsockname()[1]
+            try:
+                return sock, await trio.open_tcp_listeners(port, host=listen.host or None)
+            except OSError as exc:
+                sock.close()
+                if listen.port != 0 or exc.errno != errno.EADDRINUSE:
+                    raise ListenError(f"cannot listen for SIP on tcp {HostPort(listen.host, port)}: "
+                                      f"{exc.strerror}") from None
+        raise ListenError(f"no port free on both udp and tcp for SIP on {listen.host}")
+
+    async def _listen_tls(self) -> list[trio.SSLListener[trio.SocketStream]]:
+        assert self._tls is not None
+        listen = self.config.sip.listen
+        try:
+            tcp = await trio.open_tcp_listeners(self.config.sip.tls_port, host=listen.host or None)
+        except OSError as exc:
+            raise ListenError(f"cannot listen for SIP on tls {HostPort(listen.host, self.config.sip.tls_port)}: "
+                              f"{exc.strerror}") from None
+        return [trio.SSLListener(listener, self._tls, https_compatible=False) for listener in tcp]
 
     async def unregister(self) -> None:
         """Withdraw every registration (Expires: 0) and give the registrars a moment to answer."""
@@ -206,14 +263,69 @@ class SipServer:
                          event.host, event.port)
         # Shielded: the caller may be a call's own task whose nursery an event above just
         # cancelled (our own hangup ends the call), and the user agent's queue is already
-        # drained, so a cancelled send would lose the BYE for good. UDP sends do not block.
+        # drained, so a cancelled send would lose the BYE for good. UDP sends do not block,
+        # and a connection's messages only go into its writer's queue.
         with trio.CancelScope(shield=True):
             for datagram, dest in self._ua.outgoing():
+                stream = self._streams.get(dest)
+                if stream is not None:
+                    try:
+                        stream.send_nowait(datagram)
+                    except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                        log.warning("SIP connection to %s:%d is stuck or gone; message dropped", *dest)
+                    continue
                 try:
                     await self._sock.sendto(datagram, dest)
                 except OSError as exc:
                     log.warning("SIP send to %s:%d failed: %s", dest[0], dest[1], exc)
         self._wakeup.set()  # the deadline may have moved
+
+    async def _serve_stream(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+                            transport: str) -> None:
+        """One TCP or TLS connection: SIP messages framed by Content-Length, both ways.
+
+        A framing error closes this connection only (RFC 3261 section 18.3); the messages
+        already answered are flushed first.
+        """
+        assert self._ua is not None
+        socket_stream = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+        try:
+            peer_address = socket_stream.socket.getpeername()
+        except OSError:
+            await trio.aclose_forcefully(stream)  # reset before we got to it
+            return
+        peer = (str(peer_address[0]), int(peer_address[1]))
+        send, receive = trio.open_memory_channel[bytes](STREAM_QUEUE)
+        self._streams[peer] = send
+        parser = StreamParser()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stream_writer, stream, receive, peer)
+                try:
+                    while data := await stream.receive_some(STREAM_CHUNK):
+                        parser.feed(data)
+                        framed = self._ua.receive_stream(parser, peer, trio.current_time(), transport)
+                        await self._after_step()
+                        if not framed:
+                            break
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    log.info("SIP %s connection from %s:%d broke: %s", transport, *peer, exc)
+                finally:
+                    self._streams.pop(peer, None)
+                    self._ua.flow_closed(peer)
+                    send.close()  # the writer sends what is queued, then ends
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    @staticmethod
+    async def _stream_writer(stream: trio.abc.Stream, queue: trio.MemoryReceiveChannel[bytes],
+                             peer: tuple[str, int]) -> None:
+        try:
+            async for message in queue:
+                await stream.send_all(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("SIP send to %s:%d failed: %s", *peer, exc)
 
     def _reinvite(self, event: Reinvite) -> None:
         """Answer a new offer in a call: hold, resume, a moved peer, a session refresh.

@@ -5,8 +5,9 @@ responses over an unreliable transport. It does no I/O: methods take the current
 return the datagrams to send, and ``deadline`` says when ``on_timer`` must be called next.
 The UA core (``ua.py``) owns the transactions, feeds them and routes their output.
 
-The state tables, in the words of RFC 3261 section 17 (UDP only; a reliable transport sets
-timers G, I, J and K to zero, which comes with TCP):
+The state tables, in the words of RFC 3261 section 17. Over a reliable transport (TCP,
+TLS: ``reliable=True``) nothing is retransmitted (no Timers A, E, G) and the timers that
+only absorb retransmissions (D, I, J, K) are zero; Timers B, F and H still bound the wait.
 
 INVITE server (17.2.1, RFC 6026 section 8.7):
     Proceeding --1xx--> Proceeding           retransmitted INVITE: resend last 1xx
@@ -93,8 +94,9 @@ class State(enum.Enum):
 class InviteServerTransaction:
     """RFC 3261 section 17.2.1 with RFC 6026's Accepted state."""
 
-    def __init__(self, request: Request, now: float) -> None:
+    def __init__(self, request: Request, now: float, reliable: bool = False) -> None:
         self.request = request
+        self.reliable = reliable
         self.state = State.PROCEEDING
         self.timed_out = False
         self._last: bytes | None = None
@@ -115,7 +117,7 @@ class InviteServerTransaction:
             self._end_at = now + TIMEOUT  # Timer L
         elif response.status >= 300:
             self.state = State.COMPLETED
-            self._retransmit = Retransmission(self._last, now)  # Timer G
+            self._retransmit = None if self.reliable else Retransmission(self._last, now)  # Timer G
             self._end_at = now + TIMEOUT  # Timer H
         return self._last
 
@@ -129,7 +131,7 @@ class InviteServerTransaction:
         if self.state is State.COMPLETED:
             self.state = State.CONFIRMED
             self._retransmit = None
-            self._end_at = now + T4  # Timer I
+            self._end_at = now + (0 if self.reliable else T4)  # Timer I
 
     def on_timer(self, now: float) -> bytes | None:
         if self._end_at is not None and now >= self._end_at:
@@ -143,8 +145,9 @@ class InviteServerTransaction:
 class NonInviteServerTransaction:
     """RFC 3261 section 17.2.2 (no provisional responses: we answer at once)."""
 
-    def __init__(self, request: Request, now: float) -> None:
+    def __init__(self, request: Request, now: float, reliable: bool = False) -> None:
         self.request = request
+        self.reliable = reliable
         self.state = State.TRYING
         self._last: bytes | None = None
         self._end_at: float | None = None
@@ -159,7 +162,7 @@ class NonInviteServerTransaction:
         self._last = response.to_bytes()
         if response.status >= 200:
             self.state = State.COMPLETED
-            self._end_at = now + TIMEOUT  # Timer J
+            self._end_at = now + (0 if self.reliable else TIMEOUT)  # Timer J
         return self._last
 
     def on_retransmission(self) -> bytes | None:
@@ -174,13 +177,14 @@ class NonInviteServerTransaction:
 class NonInviteClientTransaction:
     """RFC 3261 section 17.1.2: our BYE (and later OPTIONS, REGISTER, NOTIFY)."""
 
-    def __init__(self, request: Request, now: float) -> None:
+    def __init__(self, request: Request, now: float, reliable: bool = False) -> None:
         self.request = request
+        self.reliable = reliable
         self.state = State.TRYING
         self.response: Response | None = None
         self.timed_out = False
         self._datagram = request.to_bytes()
-        self._retransmit: Retransmission | None = Retransmission(self._datagram, now)  # Timer E
+        self._retransmit = None if reliable else Retransmission(self._datagram, now)  # Timer E
         self._end_at: float | None = now + TIMEOUT  # Timer F
 
     def start(self) -> bytes:
@@ -199,7 +203,7 @@ class NonInviteClientTransaction:
         self.state = State.COMPLETED
         self.response = response
         self._retransmit = None
-        self._end_at = now + T4  # Timer K
+        self._end_at = now + (0 if self.reliable else T4)  # Timer K
 
     def on_timer(self, now: float) -> bytes | None:
         if self._end_at is not None and now >= self._end_at:
@@ -218,13 +222,14 @@ class InviteClientTransaction:
     because it belongs to the dialog, not to the transaction (section 13.2.2.4).
     """
 
-    def __init__(self, request: Request, now: float) -> None:
+    def __init__(self, request: Request, now: float, reliable: bool = False) -> None:
         self.request = request
+        self.reliable = reliable
         self.state = State.TRYING  # "Calling"
         self.response: Response | None = None
         self.timed_out = False
         self._datagram = request.to_bytes()
-        self._retransmit: Retransmission | None = Retransmission(self._datagram, now, cap=float("inf"))  # A
+        self._retransmit = None if reliable else Retransmission(self._datagram, now, cap=float("inf"))  # Timer A
         self._end_at: float | None = now + TIMEOUT  # Timer B
         self._ack: bytes | None = None
 
@@ -250,7 +255,7 @@ class InviteClientTransaction:
             self._end_at = now + TIMEOUT  # Timer M
             return None
         self.state = State.COMPLETED
-        self._end_at = now + TIMER_D
+        self._end_at = now + (0 if self.reliable else TIMER_D)
         self._ack = _ack_for(self.request, response).to_bytes()
         return self._ack
 

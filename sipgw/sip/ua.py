@@ -43,6 +43,7 @@ from .message import (
     ParseError,
     Request,
     Response,
+    StreamParser,
     make_response,
     new_branch,
     parse_cseq,
@@ -199,15 +200,18 @@ class UserAgent:
     """The sans-IO SIP endpoint. Feed it with ``receive`` and ``handle_timers``."""
 
     def __init__(self, *, port: int, host_for: Callable[[str], str], user_agent: str = "trivox",
-                 trusted: Sequence[IPNetwork] = (), keepalive: float = 0.0, learn_address: bool = False) -> None:
+                 trusted: Sequence[IPNetwork] = (), keepalive: float = 0.0, learn_address: bool = False,
+                 tls_port: int | None = None) -> None:
         """``host_for(peer_ip)`` gives the address we advertise to that peer (Via, Contact).
 
         ``trusted``: when given, only these source networks may start calls (trunk mode);
         a new INVITE from anywhere else gets 403.
         ``keepalive``: seconds between OPTIONS to each registrar and inside each call (0: none).
         ``learn_address``: advertise to a registrar the address it sees us at (RFC 3581).
+        ``port`` is ours for UDP and TCP; ``tls_port`` for TLS, when we listen for it.
         """
         self.port = port
+        self.tls_port = tls_port
         self.host_for = host_for
         self.trusted = tuple(trusted)
         self.user_agent = user_agent
@@ -215,6 +219,8 @@ class UserAgent:
         self.learn_address = learn_address
         #: peer IP -> (host, port) that peer sees us at, learned from its Via received/rport
         self._public: dict[str, tuple[str, int]] = {}
+        #: peers we have a stream connection with, and its transport ("tcp", "tls")
+        self._flows: dict[Address, str] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
         self._server_tx: dict[tuple[str, ...], InviteServerTransaction | NonInviteServerTransaction] = {}
@@ -243,9 +249,15 @@ class UserAgent:
                         *(s.deadline for s in self._sessions.values()),
                         *(r.deadline for r in self._registrations))
 
-    def contact(self, peer_ip: str) -> str:
-        host, port = self._public.get(peer_ip, (self.host_for(peer_ip), self.port))
-        return f"<sip:trivox@{_host_literal(host)}:{port}>"
+    def contact(self, peer_ip: str, transport: str = "udp") -> str:
+        own_port = self.tls_port if transport == "tls" and self.tls_port else self.port
+        host, port = self._public.get(peer_ip, (self.host_for(peer_ip), own_port))
+        parameter = "" if transport == "udp" else f";transport={transport}"
+        return f"<sip:trivox@{_host_literal(host)}:{port}{parameter}>"
+
+    def transport_to(self, dest: Address) -> str:
+        """How messages to ``dest`` travel: over its connection when there is one, else UDP."""
+        return self._flows.get(dest, "udp")
 
     def public_host(self, peer_ip: str) -> str | None:
         """The address ``peer_ip`` sees us at, if its registrar told us (for SDP behind NAT)."""
@@ -266,6 +278,35 @@ class UserAgent:
             if exc.request is not None:
                 self._stateless_error(exc.request, source, exc.status, exc.reason)
             return
+        self._dispatch(message, source, now)
+
+    def receive_stream(self, parser: StreamParser, source: Address, now: float, transport: str) -> bool:
+        """Every complete message ``parser`` holds from the connection with ``source``.
+
+        ``transport`` is "tcp" or "tls": responses and in-dialog requests for this peer go
+        back on that connection, and its transactions do not retransmit. Returns False when
+        the stream's framing broke (RFC 3261 section 18.3): the adapter closes it.
+        """
+        self._flows[source] = transport
+        while True:
+            try:
+                message = parser.next_message()
+            except BadRequest as exc:
+                if exc.request is not None:
+                    self._stateless_error(exc.request, source, exc.status, exc.reason)
+                continue
+            except ParseError as exc:
+                log.warning("closing the %s connection from %s:%d: %s", transport, *source, exc)
+                return False
+            if message is None:
+                return True
+            self._dispatch(message, source, now)
+
+    def flow_closed(self, source: Address) -> None:
+        """The connection with ``source`` is gone; what we send there next goes by UDP."""
+        self._flows.pop(source, None)
+
+    def _dispatch(self, message: Request | Response, source: Address, now: float) -> None:
         if isinstance(message, Response):
             self._on_response(message, source, now)
         else:
@@ -336,7 +377,7 @@ class UserAgent:
         referred_by = f"<{parse_name_addr(str(session.local)).uri}>"
         self._in_dialog(session, "REFER", now, answered,
                         headers=[("Refer-To", f"<{target}>"), ("Referred-By", referred_by),
-                                 ("Contact", self.contact(session.source[0]))])
+                                 ("Contact", self._session_contact(session))])
 
     def active(self, key: str) -> bool:
         """The call ``key`` exists and has not ended (a CANCEL may have come meanwhile)."""
@@ -350,7 +391,7 @@ class UserAgent:
         negotiated starts now.
         """
         session = self._sessions[key]
-        headers = [("Contact", self.contact(session.source[0])), ("Allow", ", ".join(ALLOWED)),
+        headers = [("Contact", self._session_contact(session)), ("Allow", ", ".join(ALLOWED)),
                    ("Supported", ", ".join(SUPPORTED)), ("Content-Type", "application/sdp")]
         if session.update is not None:
             request, tx = session.update
@@ -445,7 +486,7 @@ class UserAgent:
         elif request.method == "OPTIONS":
             self._reply(request, dest, 200, now, key, headers=[
                 ("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
-                ("Supported", ", ".join(SUPPORTED)), ("Contact", self.contact(source[0]))])
+                ("Supported", ", ".join(SUPPORTED)), ("Contact", self.contact(source[0], self.transport_to(source)))])
         elif request.method in KNOWN_UNSERVED:
             self._reply(request, dest, 405, now, key, headers=[("Allow", ", ".join(ALLOWED))])
         else:
@@ -480,7 +521,7 @@ class UserAgent:
             self._reply(request, dest, 406, now, key,
                         headers=[("Warning", '399 trivox "only application/sdp bodies are sent"')])
             return
-        transaction = InviteServerTransaction(request, now)
+        transaction = InviteServerTransaction(request, now, self._reliable(dest))
         self._server_tx[key] = transaction
         self._tx_dest[id(transaction)] = dest
         remote = parse_name_addr(request.headers.get("From") or "")
@@ -522,7 +563,7 @@ class UserAgent:
             self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
             return
         self._target_refresh(session, request)
-        transaction = InviteServerTransaction(request, now)
+        transaction = InviteServerTransaction(request, now, self._reliable(dest))
         self._server_tx[key] = transaction
         self._tx_dest[id(transaction)] = dest
         session.invite, session.transaction, session.reinvite = request, transaction, True
@@ -543,7 +584,7 @@ class UserAgent:
         self._target_refresh(session, request)
         if not request.body:
             self._reply(request, dest, 200, now, key, headers=[
-                ("Contact", self.contact(session.source[0])), *self._timer_headers_for(timer, request)])
+                ("Contact", self._session_contact(session)), *self._timer_headers_for(timer, request)])
             self._start_timer(session, timer, now)
             return
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -554,7 +595,7 @@ class UserAgent:
             # RFC 3311 section 5.2: an offer while another offer is outstanding
             self._reply(request, dest, 491, now, key)
             return
-        tx = NonInviteServerTransaction(request, now)
+        tx = NonInviteServerTransaction(request, now, self._reliable(dest))
         self._server_tx[key] = tx
         self._tx_dest[id(tx)] = dest
         session.update = (request, tx)
@@ -672,9 +713,10 @@ class UserAgent:
                *, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
         """Answer a request inside a new server transaction, so retransmissions get the same answer."""
         if request.method == "INVITE":
-            tx: InviteServerTransaction | NonInviteServerTransaction = InviteServerTransaction(request, now)
+            tx: InviteServerTransaction | NonInviteServerTransaction = InviteServerTransaction(
+                request, now, self._reliable(dest))
         else:
-            tx = NonInviteServerTransaction(request, now)
+            tx = NonInviteServerTransaction(request, now, self._reliable(dest))
         self._server_tx[key] = tx
         self._tx_dest[id(tx)] = dest
         to_tag = None if parse_name_addr(request.headers.get("To") or "").tag else _new_tag()
@@ -697,7 +739,8 @@ class UserAgent:
         """RFC 3261 section 18.2.1 and RFC 3581 section 4: record where the request came from.
 
         Returns where responses go: the source IP, and the source port when the client
-        asked for ``rport`` (else the port it put in Via, default 5060).
+        asked for ``rport`` (else the port it put in Via, default 5060); on a connection,
+        the connection (section 18.2.2).
         """
         vias = request.headers.get_all("Via")
         top = parse_via(vias[0])
@@ -712,7 +755,9 @@ class UserAgent:
         request.headers.remove("Via")
         for value in [str(stamped), *vias[1:]]:
             request.headers.add("Via", value)
-        return (source[0], source[1] if wants_rport else (top.port or 5060))
+        if wants_rport or source in self._flows:
+            return source
+        return (source[0], top.port or 5060)
 
     @staticmethod
     def _tx_key(request: Request, branch: str, via: object) -> tuple[str, ...]:
@@ -762,6 +807,12 @@ class UserAgent:
         request = self._dialog_request(session, method, session.local_cseq, headers, body)
         return self._start_client(request, self._dialog_dest(session), on_final, now)
 
+    def _reliable(self, dest: Address) -> bool:
+        return dest in self._flows
+
+    def _session_contact(self, session: Session) -> str:
+        return self.contact(session.source[0], self.transport_to(self._dialog_dest(session)))
+
     def _dialog_dest(self, session: Session) -> Address:
         return self._tx_dest.get(id(session.transaction), session.source)
 
@@ -769,7 +820,9 @@ class UserAgent:
                         headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> Request:
         out = Headers()
         local = _host_literal(self.host_for(session.source[0]))
-        out.add("Via", f"SIP/2.0/UDP {local}:{self.port};branch={new_branch()};rport")
+        transport = self.transport_to(self._dialog_dest(session)).upper()
+        port = self.tls_port if transport == "TLS" and self.tls_port else self.port
+        out.add("Via", f"SIP/2.0/{transport} {local}:{port};branch={new_branch()};rport")
         out.add("Max-Forwards", "70")
         for route in session.route_set:
             out.add("Route", route)
@@ -785,9 +838,9 @@ class UserAgent:
     def _start_client(self, request: Request, dest: Address, on_final: OnFinal, now: float) -> ClientTransaction:
         ctx: ClientTransaction
         if request.method == "INVITE":
-            ctx = InviteClientTransaction(request, now)
+            ctx = InviteClientTransaction(request, now, self._reliable(dest))
         else:
-            ctx = NonInviteClientTransaction(request, now)
+            ctx = NonInviteClientTransaction(request, now, self._reliable(dest))
         self._client_tx[parse_via(request.headers.get("Via") or "").branch or ""] = (ctx, dest, on_final)
         self._out.append((ctx.start(), dest))
         return ctx
@@ -819,7 +872,7 @@ class UserAgent:
                         session.call_id, timer.interval)
             self._send_bye(session, now, reason="session timer expired (RFC 4028)")
             return
-        headers = [*timer.request_headers(), ("Contact", self.contact(session.source[0]))]
+        headers = [*timer.request_headers(), ("Contact", self._session_contact(session))]
         if "UPDATE" in session.peer_allow:
             session.refreshing = self._in_dialog(session, "UPDATE", now, self._refreshed(session), headers)
         else:
