@@ -82,6 +82,17 @@ class RtpStream:
             self.remote = remote
             self._latched = False
 
+    def change_codec(self, codec: Codec, payload_type: int) -> None:
+        """A re-INVITE moved the call to another codec of the same clock rate (PCMU <-> PCMA).
+
+        The timestamp and sequence go on: it is the same stream (RFC 3550 section 5.1).
+        Packets of the old payload type still in flight are dropped on arrival.
+        """
+        if codec.clock_rate != self.codec.clock_rate:
+            raise ValueError(f"cannot move a {self.codec.clock_rate} Hz call to {codec.name}/{codec.clock_rate}")
+        self.codec = codec
+        self._payload_type = self._sender.payload_type = payload_type
+
     async def receive_loop(self) -> None:
         """Read datagrams into the jitter buffer until cancelled."""
         while True:

@@ -328,7 +328,8 @@ class SipServer:
             log.info("SIP send to %s:%d failed: %s", *peer, exc)
 
     def _reinvite(self, event: Reinvite) -> None:
-        """Answer a new offer in a call: hold, resume, a moved peer, a session refresh.
+        """Answer a new offer in a call (re-INVITE or UPDATE): hold, resume, a moved peer, a
+        codec change, a session refresh.
 
         Runs inside ``_after_step``, whose send loop then carries the answer out.
         """
@@ -342,14 +343,18 @@ class SipServer:
             # No offer (RFC 3261 section 14.2): our 2xx offers our current SDP again.
             self._ua.answer(event.key, leg.sdp, now)
             return
+        # The codec in use first, so an offer that still has it keeps it; others of the
+        # same clock rate (PCMU <-> PCMA) are a codec change the stream can follow.
+        current = leg.rtp.codec
+        codecs = [current.name, *(name for name in self.config.sip.codecs
+                                  if name != current.name and codec_by_name(name).clock_rate == current.clock_rate)]
         try:
             sdp, negotiated = answer_offer(
                 parse_sdp(event.request.body), local_address=self._local_host(leg.rtp.remote[0]),
-                rtp_port=leg.rtp.local_port, codecs=[leg.rtp.codec.name], session_id=leg.session_id,
+                rtp_port=leg.rtp.local_port, codecs=codecs, session_id=leg.session_id,
                 session_version=leg.session_version + 1)
         except NotAcceptable as exc:
-            # A change of codec mid-call is not followed yet: the call goes on as it was.
-            log.warning("re-INVITE refused: %s", exc)
+            log.warning("%s refused: %s", event.request.method, exc)
             self._ua.reject(event.key, 488, now)
             return
         except SdpError as exc:
@@ -358,6 +363,9 @@ class SipServer:
             return
         leg.session_version += 1
         leg.sdp = sdp
+        if negotiated.codec != current.name:
+            log.info("call %s moves from %s to %s", leg.call_id, current.name, negotiated.codec)
+            leg.rtp.change_codec(codec_by_name(negotiated.codec), negotiated.payload_type)
         # RFC 3264 section 8.4: c=0.0.0.0 is the old (RFC 2543) way to say hold.
         old_style_hold = negotiated.remote_address in ("0.0.0.0", "::")
         if not old_style_hold:

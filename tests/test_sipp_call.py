@@ -278,3 +278,27 @@ async def test_retransmitted_invite_and_lost_ack(tmp_path):
                 if "message received" in m]
     oks = [m for m in received if "SIP/2.0 200 OK" in m and "CSeq: 1 INVITE" in m]
     assert len(oks) == 2, trace[-4000:]
+
+
+async def test_codec_change_by_update_moves_our_rtp_to_pcma(trivox, tmp_path):
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    arrived: list[tuple[int, int]] = []  # (payload type, sequence) of trivox's packets
+
+    async def receive() -> None:
+        while True:
+            data, _ = await sock.recvfrom(2048)
+            arrived.append((data[1] & 0x7F, int.from_bytes(data[2:4], "big")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        # sipp checks that the answer to its PCMA-only UPDATE takes PCMA
+        await run_sipp(trivox.sip, "uac_codec_change.xml", tmp_path, sock.getsockname()[1])
+        nursery.cancel_scope.cancel()
+    types = [pt for pt, _ in arrived]
+    assert 0 in types and 8 in types, types  # the greeting started as PCMU, went on as PCMA
+    assert types == sorted(types)  # never back to PCMU once moved
+    # the same stream: the sequence numbers run on across the change
+    switch = types.index(8)
+    assert (arrived[switch][1] - arrived[switch - 1][1]) % 65536 == 1
+    trivox.wait_for_log(r"call .* moves from PCMU to PCMA")
