@@ -82,6 +82,10 @@ class RtpStream:
             self.remote = remote
             self._latched = False
 
+    @property
+    def payload_type(self) -> int:
+        return self._payload_type
+
     def change_codec(self, codec: Codec, payload_type: int) -> None:
         """A re-INVITE moved the call to another codec of the same clock rate (PCMU <-> PCMA).
 

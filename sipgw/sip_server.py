@@ -31,7 +31,7 @@ from .calls import Calls
 from .config import Config, HostPort
 from .errors import ListenError
 from .sip.message import StreamParser, parse_name_addr
-from .sip.sdp import NotAcceptable, SdpError, answer_offer, parse_sdp
+from .sip.sdp import NotAcceptable, SdpError, answer_offer, make_offer, parse_sdp, read_answer
 from .sip.register import (
     Account,
     AddressLearned,
@@ -73,7 +73,9 @@ class SipLeg:
         self.cancel_scope: trio.CancelScope | None = None
         self.rtp = rtp
         self._server = server
-        self._key = key
+        self.key = key
+        #: delayed offer: our 200 carried the offer, and the ACK will carry the answer
+        self.awaiting_answer = False
         self.sdp = sdp_answer  # our current session description
         self.session_id = session_id
         self.session_version = 1
@@ -81,16 +83,16 @@ class SipLeg:
         self._digit_send, self.digits = trio.open_memory_channel[str](DIGIT_QUEUE)
 
     async def answer(self) -> None:
-        await self._server.command(lambda ua, now: ua.answer(self._key, self.sdp, now))
+        await self._server.command(lambda ua, now: ua.answer(self.key, self.sdp, now))
 
     async def hangup(self) -> None:
         self.end_reason = self.end_reason or "trivox hung up"
-        await self._server.command(lambda ua, now: ua.hangup(self._key, now))
+        await self._server.command(lambda ua, now: ua.hangup(self.key, now))
 
     async def transfer(self, target: str) -> bool:
         """REFER, then wait for the transferee's final report (RFC 3515)."""
         self._transfer_send, receive = trio.open_memory_channel[tuple[int, bool]](math.inf)
-        await self._server.command(lambda ua, now: ua.refer(self._key, target, now))
+        await self._server.command(lambda ua, now: ua.refer(self.key, target, now))
         with trio.move_on_after(TRANSFER_TIMEOUT):
             async for status, final in receive:
                 log.info("transfer to %s: %d", target, status)
@@ -251,6 +253,9 @@ class SipServer:
                     transferring.transfer_progress(event.status, event.final)
             elif isinstance(event, CallConfirmed):
                 log.debug("ACK received for %s", event.key)
+                confirmed = self._legs.get(event.key)
+                if confirmed is not None and confirmed.awaiting_answer:
+                    self._take_answer(confirmed, event.sdp)
             elif isinstance(event, Registered):
                 log.info("registered %s for %d s", event.aor, event.expires)
             elif isinstance(event, RegistrationFailed):
@@ -326,6 +331,26 @@ class SipServer:
                 await stream.send_all(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("SIP send to %s:%d failed: %s", *peer, exc)
+
+    def _take_answer(self, leg: SipLeg, body: bytes) -> None:
+        """The ACK's answer to the offer in our 200 (delayed offer): media can flow now.
+
+        RFC 3261 section 13.3.1.4 leaves a UAS that gets no usable answer one way out:
+        end the call with BYE.
+        """
+        leg.awaiting_answer = False
+        try:
+            negotiated = read_answer(parse_sdp(body), self.config.sip.codecs)
+        except SdpError as exc:  # NotAcceptable too
+            log.warning("call %s: no usable answer in the ACK (%s); hanging up", leg.call_id, exc or "no SDP")
+            leg.end_reason = "no usable SDP answer in the ACK"
+            self._ua.hangup(leg.key, trio.current_time())  # type: ignore[union-attr]
+            return
+        if negotiated.codec != leg.rtp.codec.name or negotiated.payload_type != leg.rtp.payload_type:
+            leg.rtp.change_codec(codec_by_name(negotiated.codec), negotiated.payload_type)
+        leg.rtp.retarget((negotiated.remote_address, negotiated.remote_port))
+        leg.rtp.held = negotiated.direction in ("sendonly", "inactive")
+        log.info("call %s: the caller answered our offer with %s", leg.call_id, negotiated.codec)
 
     def _reinvite(self, event: Reinvite) -> None:
         """Answer a new offer in a call (re-INVITE or UPDATE): hold, resume, a moved peer, a
@@ -403,7 +428,7 @@ class SipServer:
         request = event.request
         call_id = request.headers.get("Call-ID") or event.key
         try:
-            offer = parse_sdp(request.body)
+            offer = parse_sdp(request.body) if request.body else None
         except SdpError as exc:
             log.warning("call %s: unusable SDP offer: %s", call_id, exc)
             await self.command(lambda ua, now: ua.reject(event.key, 400, now, reason="Bad SDP"))
@@ -416,20 +441,29 @@ class SipServer:
             await self.command(lambda ua, now: ua.reject(event.key, 503, now))
             return
         session_id = secrets.randbelow(2**31)
-        try:
-            sdp, negotiated = answer_offer(
-                offer, local_address=self._local_host(event.source[0]), rtp_port=sock.getsockname()[1],
-                codecs=self.config.sip.codecs, session_id=session_id)
-        except NotAcceptable as exc:
-            sock.close()
-            log.warning("call %s: %s", call_id, exc)
-            await self.command(lambda ua, now: ua.reject(event.key, 488, now))
-            return
-        rtp = RtpStream(sock, codec_by_name(negotiated.codec),
-                        (negotiated.remote_address, negotiated.remote_port),
-                        payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames)
+        local_address = self._local_host(event.source[0])
+        if offer is None:
+            # Delayed offer: we offer in the 200 and send nothing until the ACK's answer.
+            codec = codec_by_name(self.config.sip.codecs[0])
+            sdp = make_offer(local_address=local_address, rtp_port=sock.getsockname()[1],
+                             codecs=self.config.sip.codecs, session_id=session_id)
+            rtp = RtpStream(sock, codec, (event.source[0], 0), jitter_depth=rtp_config.jitter_frames)
+            rtp.held = True
+        else:
+            try:
+                sdp, negotiated = answer_offer(offer, local_address=local_address, rtp_port=sock.getsockname()[1],
+                                               codecs=self.config.sip.codecs, session_id=session_id)
+            except NotAcceptable as exc:
+                sock.close()
+                log.warning("call %s: %s", call_id, exc)
+                await self.command(lambda ua, now: ua.reject(event.key, 488, now))
+                return
+            rtp = RtpStream(sock, codec_by_name(negotiated.codec),
+                            (negotiated.remote_address, negotiated.remote_port),
+                            payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames)
         caller = parse_name_addr(request.headers.get("From") or "").uri
         leg = SipLeg(self, event.key, call_id, caller, rtp, sdp, session_id)
+        leg.awaiting_answer = offer is None
         if not self._ua.active(event.key):  # CANCELled while we were setting up
             rtp.close()
             return

@@ -11,7 +11,9 @@ from sipgw.sip.sdp import (
     SdpError,
     SessionDescription,
     answer_offer,
+    make_offer,
     parse_sdp,
+    read_answer,
 )
 
 # What Asterisk (chan_pjsip) offers in an INVITE: PCMA first, GSM, RFC 4733 events.
@@ -221,3 +223,23 @@ def test_building_an_answer_by_hand():
                              media=[MediaDescription("audio", 4000, "RTP/AVP", ["0"], "192.0.2.2", [("sendonly", None)])])
     assert sdp.to_bytes() == (b"v=0\r\no=me 1 2 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n"
                               b"m=audio 4000 RTP/AVP 0\r\nc=IN IP4 192.0.2.2\r\na=sendonly\r\n")
+
+
+def test_our_offer_and_the_answer_to_it():
+    offer = make_offer(local_address="192.0.2.5", rtp_port=12000, codecs=["PCMU", "PCMA"], session_id=7)
+    parsed = parse_sdp(offer)
+    (m,) = parsed.media
+    assert (m.port, m.formats) == (12000, ["0", "8", "101"]) and parsed.connection == "192.0.2.5"
+    assert m.rtpmap() == {"0": ("PCMU", 8000), "8": ("PCMA", 8000), "101": ("telephone-event", 8000)}
+    # a peer that prefers A-law answers our offer; we read what it agreed
+    answer, _ = answer_offer(parsed, local_address="198.51.100.9", rtp_port=40000, codecs=["PCMA"], session_id=1)
+    agreed = read_answer(parse_sdp(answer), ["PCMU", "PCMA"])
+    assert (agreed.codec, agreed.payload_type, agreed.remote_address, agreed.remote_port) == \
+        ("PCMA", 8, "198.51.100.9", 40000)
+    assert agreed.telephone_event_pt == 101
+
+
+def test_an_answer_that_rejects_our_stream_is_not_acceptable():
+    rejected = b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\n"
+    with pytest.raises(NotAcceptable):
+        read_answer(parse_sdp(rejected), ["PCMU", "PCMA"])

@@ -222,13 +222,23 @@ def test_unknown_required_extension_gets_420(ua):
     assert response.status == 420 and response.headers.get_all("Unsupported") == ["100rel", "foo"]
 
 
-def test_invite_without_sdp_gets_488_and_unknown_body_415(ua):
-    ua.receive(request("INVITE"), CALLER, 0.0)
-    assert statuses(ua) == [488]
+def test_unknown_body_gets_415(ua):
     data = request("INVITE", branch="z9hG4bK-2", body=b"hello").replace(b"application/sdp", b"text/plain")
     ua.receive(data, CALLER, 0.0)
     assert statuses(ua) == [415]
     assert ua.events() == []
+
+
+def test_delayed_offer_the_answer_comes_in_the_ack(ua):
+    ua.receive(request("INVITE"), CALLER, 0.0)  # no body: we offer in the 2xx
+    (event,) = ua.events()
+    assert isinstance(event, IncomingCall) and event.request.body == b""
+    ua.outgoing()
+    ua.answer(event.key, b"v=0\r\nour offer\r\n", 0.0)
+    ((ok, _),) = sent(ua)
+    tag = parse_name_addr(ok.headers.get("To")).tag
+    ua.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, body=SDP), CALLER, 0.1)
+    assert ua.events() == [CallConfirmed(event.key, SDP)]
 
 
 def test_our_hangup_sends_a_bye_built_from_the_dialog(ua):

@@ -302,3 +302,23 @@ async def test_codec_change_by_update_moves_our_rtp_to_pcma(trivox, tmp_path):
     switch = types.index(8)
     assert (arrived[switch][1] - arrived[switch - 1][1]) % 65536 == 1
     trivox.wait_for_log(r"call .* moves from PCMU to PCMA")
+
+
+async def test_delayed_offer_answered_in_the_ack(trivox, tmp_path):
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    types: list[int] = []
+
+    async def receive() -> None:
+        while True:
+            data, _ = await sock.recvfrom(2048)
+            types.append(data[1] & 0x7F)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        # sipp checks our offer in the 200 (PCMU, PCMA, telephone-event) and answers PCMA in its ACK
+        await run_sipp(trivox.sip, "uac_late_offer.xml", tmp_path, sock.getsockname()[1])
+        nursery.cancel_scope.cancel()
+    assert types and set(types) == {8}, types  # the greeting came as PCMA, to the answer's port
+    trivox.wait_for_log(r"the caller answered our offer with PCMA")
+    trivox.wait_for_log(r"call ended after .*: the caller hung up")

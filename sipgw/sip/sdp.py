@@ -1,6 +1,8 @@
 """SDP, sans-IO: parse an offer (RFC 4566) and build the answer (RFC 3264).
 
-trivox answers; it does not offer yet. The answer keeps the offer's m-lines in order
+trivox mostly answers. It offers only when an INVITE came without an offer (a delayed
+offer, RFC 3261 section 13.2.1): our offer goes in the 2xx, and ``read_answer`` takes
+the caller's answer from the ACK. The answer keeps the offer's m-lines in order
 (RFC 3264 section 6), accepts the first audio stream that carries a codec we speak,
 chosen by *our* preference among what the offer lists, and rejects every other stream
 with port 0. G.711 is recognised by its static payload type (RFC 3551 section 6) or by
@@ -273,6 +275,42 @@ def answer_offer(offer: SessionDescription, *, local_address: str, rtp_port: int
     if negotiated is None:
         raise NotAcceptable(f"no audio stream offers any of {', '.join(codecs)}")
     return answer.to_bytes(), negotiated
+
+
+#: RFC 3551 section 6: the static payload types we offer our codecs under.
+OFFER_PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
+#: The dynamic payload type of telephone-event in our own offers (the common choice).
+OFFER_EVENT_PAYLOAD_TYPE = 101
+
+
+def make_offer(*, local_address: str, rtp_port: int, codecs: Sequence[str], session_id: int,
+               session_version: int = 1) -> bytes:
+    """Our offer: every codec of ``codecs`` in our order, with RFC 4733 events, sendrecv."""
+    formats = [str(OFFER_PAYLOAD_TYPES[codec.upper()]) for codec in codecs]
+    media = MediaDescription("audio", rtp_port, "RTP/AVP", [*formats, str(OFFER_EVENT_PAYLOAD_TYPE)])
+    for codec, pt in zip(codecs, formats):
+        media.attributes.append(("rtpmap", f"{pt} {codec.upper()}/{CODEC_CLOCK_RATES[codec.upper()]}"))
+    media.attributes += [("rtpmap", f"{OFFER_EVENT_PAYLOAD_TYPE} {TELEPHONE_EVENT}/8000"),
+                         ("fmtp", f"{OFFER_EVENT_PAYLOAD_TYPE} {TELEPHONE_EVENTS}"),
+                         ("ptime", str(DEFAULT_PTIME)), ("sendrecv", None)]
+    offer = SessionDescription(
+        origin=Origin("trivox", str(session_id), str(session_version), "IN",
+                      _address_type(local_address), local_address),
+        session_name="trivox", connection=local_address, media=[media])
+    return offer.to_bytes()
+
+
+def read_answer(answer: SessionDescription, codecs: Sequence[str]) -> Negotiated:
+    """What the caller's answer to our offer agreed (RFC 3264 section 7).
+
+    The answerer picks among what we offered, so the first audio stream it accepted
+    carries one of ``codecs``; NotAcceptable when it accepted none.
+    """
+    for m in answer.media:
+        chosen = _choose(m, answer, codecs)
+        if chosen is not None:
+            return chosen
+    raise NotAcceptable("the answer accepted no audio stream with a codec we offered")
 
 
 def _accepted_media(offered: MediaDescription, negotiated: Negotiated, rtp_port: int) -> MediaDescription:

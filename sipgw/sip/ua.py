@@ -130,9 +130,14 @@ class Digit:
 
 @dataclass(frozen=True)
 class CallConfirmed:
-    """The ACK for our 2xx arrived: the dialog is confirmed."""
+    """The ACK for our 2xx arrived: the dialog is confirmed.
+
+    ``sdp`` is the ACK's body: the caller's answer when its INVITE had no offer and our
+    2xx made one (RFC 3261 section 13.2.1, delayed offer).
+    """
 
     key: str
+    sdp: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -508,11 +513,8 @@ class UserAgent:
             self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
             return
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if not request.body:
-            # Delayed offer (RFC 3261 section 13.2.1) needs an offer in our 2xx: not yet.
-            self._reply(request, dest, 488, now, key, reason="Offer Required")
-            return
-        if content_type != "application/sdp":
+        # No body is a delayed offer (RFC 3261 section 13.2.1): the TU offers in its 2xx.
+        if request.body and content_type != "application/sdp":
             self._reply(request, dest, 415, now, key, headers=[("Accept", "application/sdp")])
             return
         accept = [value.split(";")[0].strip().lower() for value in request.headers.get_all("Accept")]
@@ -613,7 +615,7 @@ class UserAgent:
         if not session.confirmed:
             session.confirmed = True
             session.probe_at = now + self.keepalive if self.keepalive > 0 else None
-            self._events.append(CallConfirmed(session.key))
+            self._events.append(CallConfirmed(session.key, request.body))
 
     def _on_cancel(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
         # RFC 3261 section 9.2: CANCEL matches the INVITE transaction by its branch.
