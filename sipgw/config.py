@@ -75,6 +75,14 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class UserConfig:
+    """A softphone user of standalone mode: it may REGISTER to trivox, and call it."""
+
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
 class SipConfig:
     listen: HostPort = HostPort("0.0.0.0", 5060)
     #: Address written into Contact and SDP; empty means the local address that
@@ -98,6 +106,12 @@ class SipConfig:
     #: PEM file with our certificate (and chain); the key too, unless ``tls_key`` is set.
     tls_certificate: str = ""
     tls_key: str = ""
+    #: Standalone mode: users that may REGISTER to trivox (digest auth); none: REGISTER gets 405.
+    users: list[UserConfig] = field(default_factory=list)
+    #: Digest realm of those users' challenges.
+    realm: str = "trivox"
+    #: Challenge every new INVITE (401) and take calls only from the users above.
+    challenge_invites: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,6 +294,12 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(src, "sip.transports", f'expected ["udp"] or ["udp", "tcp"], got {sip.transports}')
     if not 0 <= sip.tls_port <= 65535:
         raise ConfigError(src, "sip.tls_port", f"expected 0 (no TLS) or a port, got {sip.tls_port}")
+    for i, user in enumerate(sip.users):
+        if not user.username or not user.password:
+            missing = "username" if not user.username else "password"
+            raise ConfigError(src, f"sip.users[{i}].{missing}", f"expected the user's {missing}")
+    if sip.challenge_invites and not sip.users:
+        raise ConfigError(src, "sip.challenge_invites", "needs at least one [[sip.users]] entry to check against")
     if sip.tls_port and not sip.tls_certificate:
         raise ConfigError(src, "sip.tls_certificate", "SIP over TLS (sip.tls_port) needs a PEM certificate file")
     if config.sip.keepalive and not 5 <= config.sip.keepalive <= 3600:

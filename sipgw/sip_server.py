@@ -30,7 +30,9 @@ from media.rtp_stream import RtpStream, open_rtp_socket
 from .calls import Calls
 from .config import Config, HostPort
 from .errors import ListenError
+from .sip.digest import DigestServer
 from .sip.message import StreamParser, parse_name_addr
+from .sip.registrar import Registrar
 from .sip.sdp import NotAcceptable, SdpError, answer_offer, make_offer, parse_sdp, read_answer
 from .sip.register import (
     Account,
@@ -143,9 +145,12 @@ class SipServer:
             host, port = sock.getsockname()[:2]
             tls = await self._listen_tls() if self._tls is not None else []
             trusted = [ipaddress.ip_network(n, strict=False) for n in sip.trusted_networks]
+            users = {user.username: user.password for user in sip.users}
+            auth = DigestServer(sip.realm, users) if users else None
             self._ua = UserAgent(port=port, host_for=self._local_host, user_agent=sip.user_agent,
                                  trusted=trusted, keepalive=sip.keepalive, learn_address=not sip.advertise,
-                                 tls_port=sip.tls_port if tls else None)
+                                 tls_port=sip.tls_port if tls else None, auth=auth,
+                                 registrar=Registrar() if users else None, challenge_invites=sip.challenge_invites)
             log.info("SIP listening on udp %s", HostPort(host, port))
             for listener in tcp:
                 log.info("SIP listening on tcp %s", HostPort(*listener.socket.getsockname()[:2]))

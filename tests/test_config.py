@@ -87,9 +87,11 @@ def test_env_expansion(tmp_path):
     ("text", "message"),
     [
         ('[sip]\nlisten = "0.0.0.0:5060"\nlisen = 1\n',
-         'sip.lisen: unknown key (expected one of: advertise, codecs, keepalive, listen,'),
+         'sip.lisen: unknown key (expected one of: advertise, challenge_invites, codecs, keepalive, listen,'),
         ('[sip]\ntrusted_networks = ["10.0.0.0/33"]\n', 'sip.trusted_networks[0]: expected a network such as'),
         ('[sip]\nkeepalive = 1\n', "sip.keepalive: expected 0 (off) or 5..3600 seconds, got 1"),
+        ('[[sip.users]]\nusername = "1000"\n', "sip.users[0].password: expected the user's password"),
+        ('[sip]\nchallenge_invites = true\n', "sip.challenge_invites: needs at least one [[sip.users]] entry"),
         ('[[sip.register]]\nregistrar = "pbx:5060"\n', "sip.register[0].username: expected the account's user name"),
         ('[[sip.register]]\nregistrar = "pbx:5060"\nusername = "u"\nexpires = 5\n',
          "sip.register[0].expires: expected 60..86400 seconds, got 5"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
 
-from sipgw.sip.digest import DigestCredentials, DigestError, parse_challenge
+from sipgw.sip.digest import DigestCredentials, DigestError, DigestServer, Verdict, parse_challenge
+from sipgw.sip.message import Headers, Request
 
 
 def field(header: str, name: str) -> str:
@@ -69,3 +71,66 @@ def test_quoted_values_with_commas_and_escapes():
 def test_unanswerable_challenges_say_why(value, message):
     with pytest.raises(DigestError, match=message):
         parse_challenge(value)
+
+
+# --- the server side ------------------------------------------------------------------
+
+def register(authorization: str | None = None, method: str = "REGISTER") -> Request:
+    headers = Headers([("To", "<sip:1000@trivox>"), ("CSeq", f"1 {method}")])
+    if authorization is not None:
+        headers.add("Authorization", authorization)
+    return Request(method, "sip:trivox", headers)
+
+
+SERVER = DigestServer("trivox", {"1000": "s3cret"}, algorithms=("SHA-256", "MD5"), secret=b"k" * 32)
+
+
+def test_our_own_client_answers_our_challenges_in_every_offered_algorithm():
+    values = SERVER.challenge(10.0)
+    assert [parse_challenge(v).algorithm for v in values] == ["SHA-256", "MD5"]  # strongest first
+    assert SERVER.challenge(10.0) != values  # each challenge has a nonce of its own
+    for index in range(2):
+        challenge = parse_challenge(SERVER.challenge(10.0)[index])
+        answer = DigestCredentials("1000", "s3cret").authorize(challenge, "REGISTER", "sip:trivox")
+        assert SERVER.check(register(answer), 11.0).username == "1000"
+
+
+def test_an_rfc2069_answer_without_qop_is_accepted():
+    # What pyVoIP sends: MD5 over HA1:nonce:HA2, written out here independently
+    nonce = field(SERVER.challenge(0.0)[1], "nonce")
+    md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
+    uri = "sip:trivox;transport=UDP"
+    response = md5(f"{md5('1000:trivox:s3cret')}:{nonce}:{md5('REGISTER:' + uri)}")
+    answer = f'Digest username="1000",realm="trivox",nonce="{nonce}",uri="{uri}",response="{response}",algorithm=MD5'
+    assert SERVER.check(register(answer), 1.0).username == "1000"
+
+
+def answer_for(password: str = "s3cret", *, user: str = "1000", now: float = 0.0, realm: str = "trivox") -> str:
+    challenge = parse_challenge(SERVER.challenge(now)[1])
+    if realm != "trivox":
+        challenge = parse_challenge(f'Digest realm="{realm}", nonce="{challenge.nonce}", qop="auth"')
+    return DigestCredentials(user, password).authorize(challenge, "REGISTER", "sip:trivox")
+
+
+@pytest.mark.parametrize(("authorization", "reason"), [
+    (None, "no Authorization for realm 'trivox'"),
+    (answer_for("wrong"), "wrong password for '1000'"),
+    (answer_for(user="2000"), "unknown user '2000'"),
+    (answer_for(realm="elsewhere"), "no Authorization for realm 'trivox'"),
+    (answer_for().replace('nonce="', 'nonce="f'), "a nonce we did not issue"),
+    (answer_for().replace("algorithm=MD5", "algorithm=SHA-512-256"), "algorithm 'SHA-512-256' was not offered"),
+    (re.sub(r', cnonce="[^"]*"', "", answer_for()), "qop 'auth' without nc and cnonce, or not auth"),
+])
+def test_bad_credentials_are_refused_saying_why(authorization, reason):
+    verdict = SERVER.check(register(authorization), 1.0)
+    assert verdict.username is None and not verdict.stale and verdict.reason == reason
+
+
+def test_an_old_nonce_is_stale_and_a_replayed_count_refused():
+    old = answer_for(now=0.0)
+    assert SERVER.check(register(old), 301.0) == Verdict(stale=True, reason="nonce expired")
+    fresh = answer_for(now=400.0)
+    assert SERVER.check(register(fresh), 401.0).username == "1000"
+    assert SERVER.check(register(fresh), 402.0).reason == "nonce count replayed"
+    # the answer is bound to the method: the same credentials do not work for an INVITE
+    assert SERVER.check(register(fresh, method="INVITE"), 402.0).reason == "wrong password for '1000'"

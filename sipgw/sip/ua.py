@@ -15,7 +15,10 @@ What the core answers on its own (RFC 3261 section 8.2):
 - UPDATE (RFC 3311): a session refresh is answered here; an offer goes to the TU like a
   re-INVITE's; an offer that crosses one of ours gets 491;
 - a Session-Expires below our Min-SE: 422 (RFC 4028; ``session_timer.py``).
-- known methods we do not serve (REGISTER, SUBSCRIBE, ...): 405 with Allow;
+- REGISTER: with users configured (standalone mode), digest-checked and kept by the
+  registrar (``registrar.py``); without, 405 like other known methods we do not serve
+  (SUBSCRIBE, ...), with Allow;
+- a new INVITE, when ``challenge_invites`` is set: 401 until its credentials check out;
 - unknown methods: 501 (section 8.2.1);
 - BYE or CANCEL for nothing we know: 481.
 INVITE gets 100 Trying at once; the TU (the server) then answers or rejects the call.
@@ -52,7 +55,9 @@ from .message import (
     parse_via,
     validate_request,
 )
+from .digest import DigestServer
 from .register import Account, AddressLearned, Registration, RegistrationEvent
+from .registrar import Registrar
 from .session_timer import IntervalTooSmall, SessionTimer, from_response, min_se_of, negotiate, supports_timer
 from .transaction import (
     TIMEOUT,
@@ -206,7 +211,8 @@ class UserAgent:
 
     def __init__(self, *, port: int, host_for: Callable[[str], str], user_agent: str = "trivox",
                  trusted: Sequence[IPNetwork] = (), keepalive: float = 0.0, learn_address: bool = False,
-                 tls_port: int | None = None) -> None:
+                 tls_port: int | None = None, auth: DigestServer | None = None,
+                 registrar: Registrar | None = None, challenge_invites: bool = False) -> None:
         """``host_for(peer_ip)`` gives the address we advertise to that peer (Via, Contact).
 
         ``trusted``: when given, only these source networks may start calls (trunk mode);
@@ -214,7 +220,14 @@ class UserAgent:
         ``keepalive``: seconds between OPTIONS to each registrar and inside each call (0: none).
         ``learn_address``: advertise to a registrar the address it sees us at (RFC 3581).
         ``port`` is ours for UDP and TCP; ``tls_port`` for TLS, when we listen for it.
+        ``auth`` checks credentials for ``registrar`` (REGISTER) and, with
+        ``challenge_invites``, for every new INVITE (standalone mode).
         """
+        if (registrar is not None or challenge_invites) and auth is None:
+            raise ValueError("a registrar or INVITE challenges need an authenticator")
+        self.auth = auth
+        self.registrar = registrar
+        self.challenge_invites = challenge_invites
         self.port = port
         self.tls_port = tls_port
         self.host_for = host_for
@@ -252,7 +265,8 @@ class UserAgent:
         return earliest(*(tx.deadline for tx in self._server_tx.values()),
                         *(tx.deadline for tx, _, _ in self._client_tx.values()),
                         *(s.deadline for s in self._sessions.values()),
-                        *(r.deadline for r in self._registrations))
+                        *(r.deadline for r in self._registrations),
+                        self.registrar.deadline if self.registrar else None)
 
     def contact(self, peer_ip: str, transport: str = "udp") -> str:
         own_port = self.tls_port if transport == "tls" and self.tls_port else self.port
@@ -342,6 +356,8 @@ class UserAgent:
             self._session_timers(session, now)
         for registration in self._registrations:
             self._send_register(registration, registration.on_timer(now), now)
+        if self.registrar is not None:
+            self.registrar.expire(now)
 
     # --- commands from the TU ------------------------------------------------------------
 
@@ -488,6 +504,8 @@ class UserAgent:
             self._on_info(request, dest, key, now)
         elif request.method == "UPDATE":
             self._on_update(request, dest, key, now)
+        elif request.method == "REGISTER" and self.registrar is not None:
+            self._on_register(request, source, dest, key, now)
         elif request.method == "OPTIONS":
             self._reply(request, dest, 200, now, key, headers=[
                 ("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"),
@@ -506,6 +524,8 @@ class UserAgent:
         if self.trusted and not _inside(source[0], self.trusted):
             log.warning("refused a call from %s: not in sip.trusted_networks", source[0])
             self._reply(request, dest, 403, now, key)
+            return
+        if self.challenge_invites and not self._authenticated(request, dest, key, now):
             return
         try:
             timer = negotiate(request.headers)
@@ -571,6 +591,35 @@ class UserAgent:
         session.invite, session.transaction, session.reinvite = request, transaction, True
         self._respond_invite(session, 100, now)
         self._events.append(Reinvite(session.key, request))
+
+    def _authenticated(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> str | None:
+        """The user ``request`` proves to be; else it is answered here and None returned.
+
+        No credentials, or a stale nonce: 401 with a fresh challenge. Wrong credentials:
+        403, so a phone with a bad password stops instead of looping on 401s.
+        """
+        assert self.auth is not None
+        verdict = self.auth.check(request, now)
+        if verdict.username is not None:
+            return verdict.username
+        if "Authorization" in request.headers and not verdict.stale:
+            log.warning("refused %s from %s:%d: %s", request.method, *dest, verdict.reason)
+            self._reply(request, dest, 403, now, key)
+            return None
+        self._reply(request, dest, 401, now, key,
+                    headers=[("WWW-Authenticate", value) for value in self.auth.challenge(now, stale=verdict.stale)])
+        return None
+
+    def _on_register(self, request: Request, source: Address, dest: Address, key: tuple[str, ...],
+                     now: float) -> None:
+        assert self.registrar is not None
+        user = self._authenticated(request, dest, key, now)
+        if user is None:
+            return
+        status, headers = self.registrar.register(request, user, source, now)
+        if status == 200:
+            log.info("REGISTER from %s at %s:%d: %d binding(s)", user, *source, len(headers))
+        self._reply(request, dest, status, now, key, headers=headers)
 
     def _on_update(self, request: Request, dest: Address, key: tuple[str, ...], now: float) -> None:
         """RFC 3311: a refresh without a body is answered here; an offer goes to the TU."""
@@ -763,13 +812,19 @@ class UserAgent:
 
     @staticmethod
     def _tx_key(request: Request, branch: str, via: object) -> tuple[str, ...]:
-        """RFC 3261 section 17.2.3: branch + sent-by + method (ACK matches its INVITE)."""
+        """RFC 3261 section 17.2.3: branch + sent-by + method (ACK matches its INVITE).
+
+        The CSeq number is part of the key too. A retransmission, a CANCEL and the ACK for
+        a non-2xx all carry their INVITE's number, so nothing RFC 3261 matches is missed;
+        but a new request that reuses a branch (pyVoIP resends its INVITE with credentials
+        that way) is a new transaction, not a retransmission answered with the old 401.
+        """
         method = "INVITE" if request.method == "ACK" else request.method
         sent_by = f"{via.host}:{via.port or 5060}"  # type: ignore[attr-defined]
-        if branch.startswith("z9hG4bK") and len(branch) > len("z9hG4bK"):
-            return (branch, sent_by, method)
-        # RFC 2543 peer: no usable branch, so match on the dialog and CSeq instead.
         cseq = parse_cseq(request.headers.get("CSeq") or "")
+        if branch.startswith("z9hG4bK") and len(branch) > len("z9hG4bK"):
+            return (branch, sent_by, str(cseq.number), method)
+        # RFC 2543 peer: no usable branch, so match on the dialog and CSeq instead.
         return (request.headers.get("Call-ID") or "", request.headers.get("From") or "",
                 str(cseq.number), sent_by, method)
 
