@@ -99,7 +99,12 @@ class Asterisk:
     async def read(self) -> None:
         buffer = b""
         while True:
-            data = await self.stream.receive_some(65536)
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                # trivox closed while our last audio frames were still unread on its side:
+                # the kernel then resets the connection instead of sending FIN
+                data = b""
             if not data:
                 self.closed.set()
                 return
