@@ -214,49 +214,38 @@ async def test_hold_and_resume_by_reinvite(trivox, tmp_path, scenario):
     assert "call failed" not in trivox.log()
 
 
-async def test_blind_transfer_with_refer(tmp_path):
+async def call_with_dialog(tmp_path: Path, dialog: str, scenario: str, ending: str) -> list[dict]:
+    """Run ``scenario`` against a trivox running ``dialog``; wait for the call to end with
+    ``ending`` in the log, and return the call's transcript events."""
     from tests.conftest import start_trivox
 
-    server = start_trivox(tmp_path, dialog="transfer_to_200")
+    server = start_trivox(tmp_path, dialog=dialog)
     try:
-        # sipp sees the REFER to sip:200@127.0.0.1, reports success, and gets our BYE
-        await run_sipp(server.sip, "uac_transfer.xml", tmp_path)
-        server.wait_for_log(r"transfer to sip:200@127\.0\.0\.1: 200")
-        server.wait_for_log(r"call ended after .*: trivox hung up")
-        events = transcript_events(server.transcripts)
-        assert [e["target"] for e in events if e["kind"] == "transfer"] == ["sip:200@127.0.0.1"]
-        assert not [e for e in events if e["kind"] == "transfer-failed"]
+        await run_sipp(server.sip, scenario, tmp_path)
+        server.wait_for_log(rf"call ended after .*: {ending}")
+        return transcript_events(server.transcripts)
     finally:
         server.stop()
+
+
+async def test_blind_transfer_with_refer(tmp_path):
+    # sipp sees the REFER to sip:200@127.0.0.1, reports success, and gets our BYE
+    events = await call_with_dialog(tmp_path, "transfer_to_200", "uac_transfer.xml", "trivox hung up")
+    assert [e["target"] for e in events if e["kind"] == "transfer"] == ["sip:200@127.0.0.1"]
+    assert not [e for e in events if e["kind"] == "transfer-failed"]
 
 
 async def test_info_dtmf_reaches_the_dialog(tmp_path):
-    from tests.conftest import start_trivox
-
-    server = start_trivox(tmp_path, dialog="read_back_digits")
-    try:
-        # sipp's INFOs get 200s, and the dialog reads the digits back and hangs up (BYE)
-        await run_sipp(server.sip, "uac_info_dtmf.xml", tmp_path)
-        server.wait_for_log(r"call ended after .*: trivox hung up")
-        events = transcript_events(server.transcripts)
-        assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
-    finally:
-        server.stop()
+    # sipp's INFOs get 200s, and the dialog reads the digits back and hangs up (BYE)
+    events = await call_with_dialog(tmp_path, "read_back_digits", "uac_info_dtmf.xml", "trivox hung up")
+    assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
 
 
 async def test_cancel_before_the_answer(tmp_path):
-    from tests.conftest import start_trivox
-
-    server = start_trivox(tmp_path, dialog="answer_after_a_second")
-    try:
-        # sipp checks 200 for the CANCEL, then 487 for the INVITE, and that nothing follows its ACK
-        await run_sipp(server.sip, "uac_cancel.xml", tmp_path)
-        server.wait_for_log(r"call ended after .*: cancelled by the caller")
-        events = transcript_events(server.transcripts)
-        assert [e["kind"] for e in events] == ["start", "end"]  # never answered
-        assert events[-1]["reason"] == "cancelled by the caller"
-    finally:
-        server.stop()
+    # sipp checks 200 for the CANCEL, then 487 for the INVITE, and that nothing follows its ACK
+    events = await call_with_dialog(tmp_path, "answer_after_a_second", "uac_cancel.xml", "cancelled by the caller")
+    assert [e["kind"] for e in events] == ["start", "end"]  # never answered
+    assert events[-1]["reason"] == "cancelled by the caller"
 
 
 async def test_retransmitted_invite_and_lost_ack(tmp_path):

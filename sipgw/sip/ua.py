@@ -527,10 +527,8 @@ class UserAgent:
             return
         if self.challenge_invites and not self._authenticated(request, dest, key, now):
             return
-        try:
-            timer = negotiate(request.headers)
-        except IntervalTooSmall as exc:
-            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
+        agreed, timer = self._negotiate_timer(request, dest, key, now)
+        if not agreed:
             return
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         # No body is a delayed offer (RFC 3261 section 13.2.1): the TU offers in its 2xx.
@@ -579,10 +577,8 @@ class UserAgent:
         if isinstance(session.refreshing, InviteClientTransaction):
             self._reply(request, dest, 491, now, key)  # our re-INVITE crossed theirs (section 14.2)
             return
-        try:
-            session.pending_timer = negotiate(request.headers)
-        except IntervalTooSmall as exc:
-            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
+        agreed, session.pending_timer = self._negotiate_timer(request, dest, key, now)
+        if not agreed:
             return
         self._target_refresh(session, request)
         transaction = InviteServerTransaction(request, now, self._reliable(dest))
@@ -627,10 +623,8 @@ class UserAgent:
         if session is None or session.ended:
             self._reply(request, dest, 481, now, key)
             return
-        try:
-            timer = negotiate(request.headers)
-        except IntervalTooSmall as exc:
-            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
+        agreed, timer = self._negotiate_timer(request, dest, key, now)
+        if not agreed:
             return
         self._target_refresh(session, request)
         if not request.body:
@@ -903,6 +897,15 @@ class UserAgent:
         return ctx
 
     # --- session timers (RFC 4028) ------------------------------------------------------
+
+    def _negotiate_timer(self, request: Request, dest: Address, key: tuple[str, ...],
+                         now: float) -> tuple[bool, SessionTimer | None]:
+        """The session timer ``request`` asks for; (False, None) once it got its 422."""
+        try:
+            return True, negotiate(request.headers)
+        except IntervalTooSmall as exc:
+            self._reply(request, dest, 422, now, key, headers=[("Min-SE", str(exc.min_se))])
+            return False, None
 
     def _timer_headers(self, session: Session, request: Request) -> list[tuple[str, str]]:
         return self._timer_headers_for(session.pending_timer, request)
