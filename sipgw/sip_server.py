@@ -53,7 +53,7 @@ TRANSFER_TIMEOUT = 30.0
 #: Time registrars get to confirm our Expires: 0 at shutdown.
 UNREGISTER_GRACE = 2.0
 WILDCARDS = ("0.0.0.0", "::", "")
-#: Messages queued for one connection before it counts as stuck and is closed.
+#: Messages queued for one connection's writer; past that, messages to it are dropped and logged.
 STREAM_QUEUE = 256
 #: Attempts at finding a port free on both UDP and TCP when the configured port is 0.
 BIND_ATTEMPTS = 20
@@ -349,7 +349,8 @@ class SipServer:
         except SdpError as exc:  # NotAcceptable too
             log.warning("call %s: no usable answer in the ACK (%s); hanging up", leg.call_id, exc or "no SDP")
             leg.end_reason = "no usable SDP answer in the ACK"
-            self._ua.hangup(leg.key, trio.current_time())  # type: ignore[union-attr]
+            assert self._ua is not None
+            self._ua.hangup(leg.key, trio.current_time())
             return
         if negotiated.codec != leg.rtp.codec.name or negotiated.payload_type != leg.rtp.payload_type:
             leg.rtp.change_codec(codec_by_name(negotiated.codec), negotiated.payload_type)

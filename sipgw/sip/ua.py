@@ -186,7 +186,7 @@ class Session:
     ok_give_up_at: float | None = None
     #: our current session description; a refresh by re-INVITE offers it again
     local_sdp: bytes = b""
-    #: an UPDATE with an offer awaiting the TU's answer (RFC 3311), and where it came from
+    #: an UPDATE with an offer awaiting the TU's answer (RFC 3311), and its transaction
     update: tuple[Request, NonInviteServerTransaction] | None = None
     # RFC 4028: the timer the pending 2xx will set, the running one, and what happens at
     # ``timer_at``: our refresh, or the BYE when the peer's refresh did not come
