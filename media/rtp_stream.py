@@ -14,10 +14,12 @@ from __future__ import annotations
 import errno
 import logging
 import random
+from collections.abc import Callable
 
 import trio
 
 from .audio import frame_samples, silence
+from .dtmf import DtmfReceiver
 from .g711 import Codec
 from .jitter import JitterBuffer
 from .rtp import RtpError, RtpSender, parse_rtp
@@ -55,8 +57,14 @@ class RtpStream:
     """Send and receive one RTP stream of one codec."""
 
     def __init__(self, sock: trio.socket.SocketType, codec: Codec, remote: Address,
-                 *, payload_type: int | None = None, jitter_depth: int = 3) -> None:
+                 *, payload_type: int | None = None, jitter_depth: int = 3,
+                 event_payload_type: int | None = None) -> None:
+        """``event_payload_type``: the RFC 4733 telephone-event type the SDP agreed; its
+        digits go to ``on_digit``."""
         self.codec = codec
+        self.event_payload_type = event_payload_type
+        self.on_digit: Callable[[str], None] | None = None
+        self._dtmf = DtmfReceiver()
         self.remote = remote
         self._sock = sock
         self._payload_type = codec.payload_type if payload_type is None else payload_type
@@ -106,8 +114,9 @@ class RtpStream:
             except RtpError as exc:
                 log.debug("ignored datagram from %s:%d: %s", source[0], source[1], exc)
                 continue
-            if packet.payload_type != self._payload_type:
-                continue  # telephone-event and comfort noise come with DTMF work
+            is_event = packet.payload_type == self.event_payload_type
+            if packet.payload_type != self._payload_type and not is_event:
+                continue  # comfort noise, or a type the SDP did not agree
             source = (source[0], source[1])
             if not self._latched:
                 self._latched = True
@@ -116,6 +125,11 @@ class RtpStream:
                     self.remote = source
             elif source != self.remote:
                 continue  # RFC 4961 symmetric RTP: one peer per stream once latched
+            if is_event:
+                digit = self._dtmf.push(packet)
+                if digit is not None and self.on_digit is not None:
+                    self.on_digit(digit)
+                continue
             self._heard_anything = True
             self._jitter.push(packet)
 

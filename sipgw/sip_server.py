@@ -355,6 +355,7 @@ class SipServer:
         if negotiated.codec != leg.rtp.codec.name or negotiated.payload_type != leg.rtp.payload_type:
             leg.rtp.change_codec(codec_by_name(negotiated.codec), negotiated.payload_type)
         leg.rtp.retarget((negotiated.remote_address, negotiated.remote_port))
+        leg.rtp.event_payload_type = negotiated.telephone_event_pt
         leg.rtp.held = negotiated.direction in ("sendonly", "inactive")
         log.info("call %s: the caller answered our offer with %s", leg.call_id, negotiated.codec)
 
@@ -397,6 +398,7 @@ class SipServer:
         if negotiated.codec != current.name:
             log.info("call %s moves from %s to %s", leg.call_id, current.name, negotiated.codec)
             leg.rtp.change_codec(codec_by_name(negotiated.codec), negotiated.payload_type)
+        leg.rtp.event_payload_type = negotiated.telephone_event_pt
         # RFC 3264 section 8.4: c=0.0.0.0 is the old (RFC 2543) way to say hold.
         old_style_hold = negotiated.remote_address in ("0.0.0.0", "::")
         if not old_style_hold:
@@ -466,10 +468,12 @@ class SipServer:
                 return
             rtp = RtpStream(sock, codec_by_name(negotiated.codec),
                             (negotiated.remote_address, negotiated.remote_port),
-                            payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames)
+                            payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames,
+                            event_payload_type=negotiated.telephone_event_pt)
         caller = parse_name_addr(request.headers.get("From") or "").uri
         leg = SipLeg(self, event.key, call_id, caller, rtp, sdp, session_id)
         leg.awaiting_answer = offer is None
+        rtp.on_digit = leg.digit  # RFC 4733 events, beside SIP INFO
         if not self._ua.active(event.key):  # CANCELled while we were setting up
             rtp.close()
             return

@@ -241,6 +241,12 @@ async def test_info_dtmf_reaches_the_dialog(tmp_path):
     assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
 
 
+async def test_rfc4733_dtmf_reaches_the_dialog(tmp_path):
+    # sipp plays its telephone-event captures for 4, 2 and 7 into the call's RTP
+    events = await call_with_dialog(tmp_path, "read_back_digits", "uac_rfc4733.xml", "trivox hung up")
+    assert [e["digits"] for e in events if e["kind"] == "dtmf"] == ["427"]
+
+
 async def test_cancel_before_the_answer(tmp_path):
     # sipp checks 200 for the CANCEL, then 487 for the INVITE, and that nothing follows its ACK
     events = await call_with_dialog(tmp_path, "answer_after_a_second", "uac_cancel.xml", "cancelled by the caller")
