@@ -29,7 +29,7 @@ class Leg(Protocol):
     #: Agent audio out: the call's 20 ms clock.
     pacer: Pacer
     #: DTMF digits from the caller ("0"-"9", "*", "#", "A"-"D"), whatever carried them
-    #: (SIP INFO, an AudioSocket DTMF frame; RFC 4733 events come with the media work).
+    #: (RFC 4733 events in the RTP stream, SIP INFO, an AudioSocket DTMF frame).
     digits: trio.MemoryReceiveChannel[str]
     #: Why the call ended, once it has (for the transcript); empty while it runs.
     end_reason: str
@@ -42,3 +42,6 @@ class Leg(Protocol):
 
     async def transfer(self, target: str) -> bool:
         """Hand the caller to ``target`` (a SIP URI); True once the transfer succeeded."""
+
+    def send_digits(self, digits: str) -> bool:
+        """Queue DTMF key presses towards the caller; False where the transport cannot."""

@@ -235,6 +235,14 @@ class RtpSender:
         self.skip(samples)
         return data
 
+    def event(self, payload_type: int, timestamp: int, payload: bytes, *, marker: bool) -> bytes:
+        """Serialise an RFC 4733 event packet: the next sequence number, but the event's
+        own start ``timestamp``; the audio clock is moved on by :meth:`skip` meanwhile."""
+        data = RtpPacket(payload_type=payload_type, sequence=self._sequence, timestamp=timestamp,
+                         ssrc=self.ssrc, payload=payload, marker=marker).to_bytes()
+        self._sequence = (self._sequence + 1) % SEQ_MOD
+        return data
+
     def skip(self, samples: int) -> None:
         """Advance the timestamp for a tick on which nothing is sent (silence
         suppression); the sequence number stays, since no packet went out."""

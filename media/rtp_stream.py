@@ -5,8 +5,10 @@ send to the address the SDP gave until the first valid packet arrives, then to t
 packet's source (latching), which is what gets media through a NAT.
 
 There is one clock per call: the pacer's 20 ms tick. Each tick sends our next frame (or
-nothing, in a silence) and plays out one frame from the jitter buffer towards the
-dialog, so the send and receive sides never drift apart.
+nothing, in a silence; or an RFC 4733 event packet while a key press is being sent) and
+plays out one frame from the jitter buffer towards the dialog, so the send and receive
+sides never drift apart. Frames are 20 ms at the codec's sample rate (16 kHz for G.722
+and L16), and the RTP timestamp moves on the codec's clock.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from collections.abc import Callable
 
 import trio
 
-from .audio import frame_samples, silence
-from .dtmf import DtmfReceiver
-from .g711 import Codec
-from .jitter import JitterBuffer
+from .audio import FRAME_MS, silence
+from .codecs import Codec
+from .dtmf import DEFAULT_DURATION_MS, DtmfReceiver, DtmfSender
+from .jitter import DEFAULT_MAX_DELAY_MS, DEFAULT_MIN_DELAY_MS, JitterBuffer, JitterStats
 from .rtp import RtpError, RtpSender, parse_rtp
 
 log = logging.getLogger("trivox.rtp")
@@ -54,24 +56,26 @@ async def open_rtp_socket(host: str, port_min: int, port_max: int) -> trio.socke
 
 
 class RtpStream:
-    """Send and receive one RTP stream of one codec."""
+    """Send and receive one RTP stream of one codec, with RFC 4733 events both ways."""
 
     def __init__(self, sock: trio.socket.SocketType, codec: Codec, remote: Address,
-                 *, payload_type: int | None = None, jitter_depth: int = 3,
-                 event_payload_type: int | None = None) -> None:
+                 *, payload_type: int | None = None, event_payload_type: int | None = None,
+                 min_delay_ms: int = DEFAULT_MIN_DELAY_MS, max_delay_ms: int = DEFAULT_MAX_DELAY_MS) -> None:
         """``event_payload_type``: the RFC 4733 telephone-event type the SDP agreed; its
-        digits go to ``on_digit``."""
+        digits go to ``on_digit``, and :meth:`send_digits` needs it."""
         self.codec = codec
         self.event_payload_type = event_payload_type
         self.on_digit: Callable[[str], None] | None = None
-        self._dtmf = DtmfReceiver()
         self.remote = remote
         self._sock = sock
         self._payload_type = codec.payload_type if payload_type is None else payload_type
+        self._encoder = codec.transcoder()
         self._sender = RtpSender(self._payload_type, codec.clock_rate)
-        self._jitter = JitterBuffer(depth=jitter_depth)
-        self._samples = frame_samples(codec.clock_rate)
-        self._silence = silence(codec.clock_rate)
+        self._jitter = JitterBuffer(codec, min_delay_ms=min_delay_ms, max_delay_ms=max_delay_ms)
+        self._dtmf_in = DtmfReceiver()
+        self._dtmf_out = DtmfSender(codec.clock_rate)
+        self._units = codec.clock_rate * FRAME_MS // 1000  # timestamp units per tick
+        self._silence = silence(codec.sample_rate)
         self._latched = False
         #: On hold (the peer's offer was sendonly or inactive): we send nothing.
         self.held = False
@@ -84,6 +88,11 @@ class RtpStream:
     def local_port(self) -> int:
         return self._sock.getsockname()[1]
 
+    @property
+    def stats(self) -> JitterStats:
+        """The receive side's playout counters (delay, loss, late, concealed)."""
+        return self._jitter.stats
+
     def retarget(self, remote: Address) -> None:
         """A new offer moved the peer's media: send there, and latch afresh."""
         if remote != self.remote:
@@ -95,15 +104,25 @@ class RtpStream:
         return self._payload_type
 
     def change_codec(self, codec: Codec, payload_type: int) -> None:
-        """A re-INVITE moved the call to another codec of the same clock rate (PCMU <-> PCMA).
+        """A re-INVITE moved the call to another codec of the same rates (PCMU <-> PCMA).
 
         The timestamp and sequence go on: it is the same stream (RFC 3550 section 5.1).
         Packets of the old payload type still in flight are dropped on arrival.
         """
-        if codec.clock_rate != self.codec.clock_rate:
-            raise ValueError(f"cannot move a {self.codec.clock_rate} Hz call to {codec.name}/{codec.clock_rate}")
+        if (codec.clock_rate, codec.sample_rate) != (self.codec.clock_rate, self.codec.sample_rate):
+            raise ValueError(f"cannot move a {self.codec.rtpmap} call to {codec.rtpmap}")
         self.codec = codec
+        self._encoder = codec.transcoder()
+        self._jitter.change_codec(codec)
         self._payload_type = self._sender.payload_type = payload_type
+
+    def send_digits(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> bool:
+        """Queue RFC 4733 key presses, sent in place of audio on the coming ticks; False
+        when the SDP agreed no telephone-event (the caller gets SIP INFO instead)."""
+        if self.event_payload_type is None:
+            return False
+        self._dtmf_out.send(digits, duration_ms)
+        return True
 
     async def receive_loop(self) -> None:
         """Read datagrams into the jitter buffer until cancelled."""
@@ -126,36 +145,48 @@ class RtpStream:
             elif source != self.remote:
                 continue  # RFC 4961 symmetric RTP: one peer per stream once latched
             if is_event:
-                digit = self._dtmf.push(packet)
+                digit = self._dtmf_in.push(packet)
                 if digit is not None and self.on_digit is not None:
                     self.on_digit(digit)
                 continue
             self._heard_anything = True
-            self._jitter.push(packet)
+            self._jitter.push(packet, trio.current_time())
 
     async def tick(self, frame: bytes | None) -> None:
-        """The pacer's sink: send ``frame`` (None: nothing, a silence) and play out one frame."""
-        if frame is None or self.held:
-            self._sender.skip(self._samples)
-            self._talking = False
-        else:
-            # RFC 3551 section 4.1: the marker bit flags the first packet of a talkspurt.
-            datagram = self._sender.packet(self.codec.encode(frame), self._samples, marker=not self._talking)
-            self._talking = True
+        """The pacer's sink: send ``frame`` (None: nothing, a silence) or a DTMF event
+        packet in its place, and play out one frame."""
+        datagram = None if self.held else self._next_datagram(frame)
+        if datagram is not None:
             try:
                 await self._sock.sendto(datagram, self.remote)
             except OSError as exc:  # ICMP unreachable from an earlier send, full buffer
                 log.debug("RTP send to %s:%d failed: %s", *self.remote, exc)
         self._play_out()
 
+    def _next_datagram(self, frame: bytes | None) -> bytes | None:
+        sender = self._sender
+        event = self._dtmf_out.tick(sender.timestamp) if self.event_payload_type is not None else None
+        if event is not None:
+            assert self.event_payload_type is not None
+            datagram = sender.event(self.event_payload_type, event.timestamp, event.payload, marker=event.marker)
+            sender.skip(self._units)
+            self._talking = False  # audio after the event starts a new talk-spurt
+            return datagram
+        if frame is None:
+            sender.skip(self._units)
+            self._talking = False
+            return None
+        # RFC 3551 section 4.1: the marker bit flags the first packet of a talkspurt.
+        datagram = sender.packet(self._encoder.encode(frame), self._units, marker=not self._talking)
+        self._talking = True
+        return datagram
+
     def _play_out(self) -> None:
         if not self._heard_anything:
             return
-        packet = self._jitter.pop()
-        # A lost or late frame is silence for now; concealment comes with the adaptive buffer.
-        pcm = self._silence if packet is None else self.codec.decode(packet.payload)
+        pcm = self._jitter.pop()
         try:
-            self._inbound_send.send_nowait(pcm)
+            self._inbound_send.send_nowait(self._silence if pcm is None else pcm)
         except trio.WouldBlock:
             log.debug("dialog is behind; dropped a caller frame")
 

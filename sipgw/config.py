@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from media.codecs import CODECS
 from media.vad import VadConfig
 
 EMBEDDED = "<embedded default>"
@@ -118,8 +119,10 @@ class SipConfig:
 class RtpConfig:
     port_min: int = 10000
     port_max: int = 20000
-    #: Frames the jitter buffer holds before playout starts.
-    jitter_frames: int = 3
+    #: Bounds of the adaptive jitter buffer's delay, in milliseconds: it holds what the
+    #: measured jitter needs, but never less than the first nor more than the second.
+    jitter_min_ms: int = 20
+    jitter_max_ms: int = 300
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ class Config:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_CODECS = ("PCMU", "PCMA")
+_CODECS = tuple(CODECS)
 
 
 def load(path: str | os.PathLike[str] | None, env: typing.Mapping[str, str] | None = None) -> Config:
@@ -309,8 +312,12 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(src, "rtp.port_min", f"expected 1024..65534, got {rtp.port_min}")
     if not (rtp.port_min < rtp.port_max <= 65535):
         raise ConfigError(src, "rtp.port_max", f"expected {rtp.port_min + 1}..65535, got {rtp.port_max}")
-    if not 1 <= rtp.jitter_frames <= 50:
-        raise ConfigError(src, "rtp.jitter_frames", f"expected 1..50, got {rtp.jitter_frames}")
+    if not 0 <= rtp.jitter_min_ms <= 1000:
+        raise ConfigError(src, "rtp.jitter_min_ms", f"expected 0..1000 milliseconds, got {rtp.jitter_min_ms}")
+    if not rtp.jitter_min_ms <= rtp.jitter_max_ms <= 2000:
+        raise ConfigError(src, "rtp.jitter_max_ms",
+                          f"expected {rtp.jitter_min_ms}..2000 milliseconds (at least jitter_min_ms), "
+                          f"got {rtp.jitter_max_ms}")
     if not 0.0 < config.vad.threshold < 1.0:
         raise ConfigError(src, "vad.threshold", f"expected a number between 0 and 1, got {config.vad.threshold}")
     for name in ("min_speech_ms", "min_silence_ms", "padding_ms"):

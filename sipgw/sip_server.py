@@ -23,7 +23,7 @@ from functools import partial
 import trio
 
 from dialog.leg import DIGIT_QUEUE
-from media.g711 import codec_by_name
+from media.codecs import Codec, codec_by_name
 from media.pacer import Pacer
 from media.rtp_stream import RtpStream, open_rtp_socket
 
@@ -68,7 +68,7 @@ class SipLeg:
                  rtp: RtpStream, sdp_answer: bytes, session_id: int) -> None:
         self.call_id = call_id
         self.caller = caller
-        self.sample_rate = rtp.codec.clock_rate
+        self.sample_rate = rtp.codec.sample_rate
         self.inbound = rtp.inbound
         self.pacer = Pacer(self.sample_rate)
         self.end_reason = ""
@@ -102,6 +102,13 @@ class SipLeg:
                     return 200 <= status < 300
         log.warning("transfer to %s: no final report in %.0f s", target, TRANSFER_TIMEOUT)
         return False
+
+    def send_digits(self, digits: str) -> bool:
+        """RFC 4733 events in the RTP stream, when the SDP agreed telephone-event."""
+        if not self.rtp.send_digits(digits):
+            log.warning("cannot send DTMF %s: the caller's SDP has no telephone-event", digits)
+            return False
+        return True
 
     def digit(self, digit: str) -> None:
         log.info("DTMF %s", digit)
@@ -376,10 +383,10 @@ class SipServer:
             self._ua.answer(event.key, leg.sdp, now)
             return
         # The codec in use first, so an offer that still has it keeps it; others of the
-        # same clock rate (PCMU <-> PCMA) are a codec change the stream can follow.
+        # same rates (PCMU <-> PCMA) are a codec change the stream can follow.
         current = leg.rtp.codec
         codecs = [current.name, *(name for name in self.config.sip.codecs
-                                  if name != current.name and codec_by_name(name).clock_rate == current.clock_rate)]
+                                  if name != current.name and _same_rates(codec_by_name(name), current))]
         try:
             sdp, negotiated = answer_offer(
                 parse_sdp(event.request.body), local_address=self._local_host(leg.rtp.remote[0]),
@@ -455,7 +462,8 @@ class SipServer:
             codec = codec_by_name(self.config.sip.codecs[0])
             sdp = make_offer(local_address=local_address, rtp_port=sock.getsockname()[1],
                              codecs=self.config.sip.codecs, session_id=session_id)
-            rtp = RtpStream(sock, codec, (event.source[0], 0), jitter_depth=rtp_config.jitter_frames)
+            rtp = RtpStream(sock, codec, (event.source[0], 0), min_delay_ms=rtp_config.jitter_min_ms,
+                            max_delay_ms=rtp_config.jitter_max_ms)
             rtp.held = True
         else:
             try:
@@ -468,7 +476,8 @@ class SipServer:
                 return
             rtp = RtpStream(sock, codec_by_name(negotiated.codec),
                             (negotiated.remote_address, negotiated.remote_port),
-                            payload_type=negotiated.payload_type, jitter_depth=rtp_config.jitter_frames,
+                            payload_type=negotiated.payload_type, min_delay_ms=rtp_config.jitter_min_ms,
+                            max_delay_ms=rtp_config.jitter_max_ms,
                             event_payload_type=negotiated.telephone_event_pt)
         caller = parse_name_addr(request.headers.get("From") or "").uri
         leg = SipLeg(self, event.key, call_id, caller, rtp, sdp, session_id)
@@ -496,6 +505,11 @@ class SipServer:
         if self.config.sip.listen.host not in WILDCARDS:
             return self.config.sip.listen.host
         return _route_source(peer)
+
+
+def _same_rates(codec: Codec, other: Codec) -> bool:
+    """Whether a call can move between the two without changing its audio rate."""
+    return (codec.clock_rate, codec.sample_rate) == (other.clock_rate, other.sample_rate)
 
 
 def _register(account: Account, ua: UserAgent, now: float) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from media.dtmf import DtmfReceiver
-from media.rtp import parse_rtp
+from media.dtmf import DtmfReceiver, DtmfSender
+from media.rtp import RtpPacket, parse_rtp
 
 CAPTURES = Path("/usr/share/sip-tester")
 NAMES = {"star": "*", "pound": "#"}
@@ -61,3 +61,53 @@ def test_reordered_lost_and_repeated_packets_still_give_each_digit_once():
         stream += kept
     receiver = DtmfReceiver()
     assert [d for d in (receiver.push(p) for p in stream) if d is not None] == expected
+
+
+def event_fields(payload: bytes) -> tuple[int, bool, int, int]:
+    event, flags, duration = struct.unpack("!BBH", payload)
+    return event, bool(flags & 0x80), flags & 0x3F, duration
+
+
+def test_sender_packets_have_the_shape_of_a_real_key_press():
+    sender = DtmfSender(8000)
+    sender.send("5", duration_ms=100)
+    packets, timestamp = [], 1000
+    while (packet := sender.tick(timestamp)) is not None:
+        packets.append(packet)
+        timestamp += 160  # the audio clock runs on under the event
+    fields = [event_fields(p.payload) for p in packets]
+    # All of one event: one start timestamp, marker on the first packet only.
+    assert {p.timestamp for p in packets} == {1000}
+    assert [p.marker for p in packets] == [True] + [False] * (len(packets) - 1)
+    # Durations grow by a packet (160) to 100 ms (800), then the end packet thrice.
+    assert [f[3] for f in fields] == [160, 320, 480, 640, 800, 800, 800]
+    assert [f[1] for f in fields] == [False] * 4 + [True] * 3
+    assert {(f[0], f[2]) for f in fields} == {(5, 10)}
+    # sipp's captured key presses have the same shape: one timestamp, three end packets.
+    captured = [parse_rtp(data) for data in rtp_of(captures()[0])]
+    ends = [p for p in captured if p.payload[1] & 0x80]
+    assert len({p.timestamp for p in captured}) == 1 and len(ends) == 3
+
+
+def test_sender_spaces_digits_and_the_receiver_hears_each_once():
+    sender = DtmfSender(16000)  # a wideband call: durations on its 16 kHz clock
+    sender.send("1#9", duration_ms=60)
+    receiver, heard, ticks, timestamp = DtmfReceiver(), [], [], 0
+    for _ in range(60):
+        packet = sender.tick(timestamp)
+        ticks.append(packet is not None)
+        if packet is not None:
+            heard.append(receiver.push(RtpPacket(payload_type=101, sequence=len(ticks), timestamp=packet.timestamp,
+                                                 ssrc=1, payload=packet.payload, marker=packet.marker)))
+        timestamp += 320
+    assert [d for d in heard if d is not None] == ["1", "#", "9"]
+    assert not sender.busy
+    # 60 ms = 3 packets, the last repeated twice more (5 ticks), then 60 ms of audio (3).
+    assert ticks[:16] == [True] * 5 + [False] * 3 + [True] * 5 + [False] * 3
+
+
+def test_sender_rejects_what_is_not_a_digit():
+    with pytest.raises(ValueError, match="not DTMF digits: 'x'"):
+        DtmfSender(8000).send("1x")
+    with pytest.raises(ValueError, match="shorter than one packet"):
+        DtmfSender(8000).send("1", duration_ms=10)

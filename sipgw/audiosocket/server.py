@@ -83,6 +83,11 @@ class AudioSocketLeg:
                     "and let the dialplan continue)", target)
         return False
 
+    def send_digits(self, digits: str) -> bool:
+        """AudioSocket carries DTMF from Asterisk only: say so and go on."""
+        log.warning("cannot send DTMF %s: AudioSocket has no way to send digits to Asterisk", digits)
+        return False
+
     async def pacer_sink(self, frame: bytes | None) -> None:
         await self._send(self._connection.send(Audio(self._silence if frame is None else frame)))
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from media.codecs import CODECS
+
 #: RFC 4566 section 5.1: the only version there is.
 SDP_VERSION = "0"
+#: RFC 3551 section 3: payload types from 96 up are dynamic, bound by a=rtpmap.
+DYNAMIC_PAYLOAD_TYPES = 96
 #: RFC 3551 section 6, table 4: the static payload types of the codecs we speak.
-STATIC_PAYLOAD_TYPES = {"0": ("PCMU", 8000), "8": ("PCMA", 8000)}
-#: Codecs we can answer with, and their RTP clock rates.
-CODEC_CLOCK_RATES = {"PCMU": 8000, "PCMA": 8000}
+STATIC_PAYLOAD_TYPES = {str(codec.payload_type): (codec.name, codec.clock_rate)
+                        for codec in CODECS.values() if codec.payload_type < DYNAMIC_PAYLOAD_TYPES}
 #: RTP profiles we take. SAVP/SAVPF need SRTP keys we do not have; AVPF is AVP with
 #: feedback we may ignore (RFC 4585 section 3.2), and some softphones offer only it.
 RTP_PROFILES = ("RTP/AVP", "RTP/AVPF")
@@ -254,9 +257,9 @@ def answer_offer(offer: SessionDescription, *, local_address: str, rtp_port: int
     ``codecs`` is our preference, best first: RFC 3264 section 6.1 lets the answerer
     pick any offered format, so ours wins over the offer's order.
     """
-    unknown = [codec for codec in codecs if codec.upper() not in CODEC_CLOCK_RATES]
+    unknown = [codec for codec in codecs if codec.upper() not in CODECS]
     if unknown:
-        raise ValueError(f"cannot answer with {', '.join(unknown)}; known: {', '.join(CODEC_CLOCK_RATES)}")
+        raise ValueError(f"cannot answer with {', '.join(unknown)}; known: {', '.join(CODECS)}")
     answer = SessionDescription(
         origin=Origin("trivox", str(session_id), str(session_version), "IN",
                       _address_type(local_address), local_address),
@@ -277,8 +280,6 @@ def answer_offer(offer: SessionDescription, *, local_address: str, rtp_port: int
     return answer.to_bytes(), negotiated
 
 
-#: RFC 3551 section 6: the static payload types we offer our codecs under.
-OFFER_PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
 #: The dynamic payload type of telephone-event in our own offers (the common choice).
 OFFER_EVENT_PAYLOAD_TYPE = 101
 
@@ -286,13 +287,16 @@ OFFER_EVENT_PAYLOAD_TYPE = 101
 def make_offer(*, local_address: str, rtp_port: int, codecs: Sequence[str], session_id: int,
                session_version: int = 1) -> bytes:
     """Our offer: every codec of ``codecs`` in our order, with RFC 4733 events, sendrecv."""
-    formats = [str(OFFER_PAYLOAD_TYPES[codec.upper()]) for codec in codecs]
-    media = MediaDescription("audio", rtp_port, "RTP/AVP", [*formats, str(OFFER_EVENT_PAYLOAD_TYPE)])
-    for codec, pt in zip(codecs, formats):
-        media.attributes.append(("rtpmap", f"{pt} {codec.upper()}/{CODEC_CLOCK_RATES[codec.upper()]}"))
-    media.attributes += [("rtpmap", f"{OFFER_EVENT_PAYLOAD_TYPE} {TELEPHONE_EVENT}/8000"),
-                         ("fmtp", f"{OFFER_EVENT_PAYLOAD_TYPE} {TELEPHONE_EVENTS}"),
-                         ("ptime", str(DEFAULT_PTIME)), ("sendrecv", None)]
+    offered = [CODECS[name.upper()] for name in codecs]
+    media = MediaDescription("audio", rtp_port, "RTP/AVP", [str(codec.payload_type) for codec in offered])
+    media.attributes += [("rtpmap", f"{codec.payload_type} {codec.rtpmap}") for codec in offered]
+    # RFC 4733 section 2.1: events run on the clock of the audio they go with, so each
+    # clock rate we offer gets its own telephone-event type.
+    for i, rate in enumerate(sorted({codec.clock_rate for codec in offered})):
+        pt = OFFER_EVENT_PAYLOAD_TYPE + i
+        media.formats.append(str(pt))
+        media.attributes += [("rtpmap", f"{pt} {TELEPHONE_EVENT}/{rate}"), ("fmtp", f"{pt} {TELEPHONE_EVENTS}")]
+    media.attributes += [("ptime", str(DEFAULT_PTIME)), ("sendrecv", None)]
     offer = SessionDescription(
         origin=Origin("trivox", str(session_id), str(session_version), "IN",
                       _address_type(local_address), local_address),
@@ -337,7 +341,7 @@ def _choose(m: MediaDescription, offer: SessionDescription, codecs: Sequence[str
         return None
     rtpmap = m.rtpmap()
     for wanted in (codec.upper() for codec in codecs):
-        rate = CODEC_CLOCK_RATES[wanted]
+        rate = CODECS[wanted].clock_rate
         pt = next((pt for pt in m.formats if _is_encoding(rtpmap.get(pt), wanted, rate)), None)
         if pt is None or not pt.isdigit():
             continue
