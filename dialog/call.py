@@ -155,11 +155,11 @@ class Call:
 
     async def send_digits(self, digits: str) -> bool:
         """Press keys towards the caller (an IVR on the far end, a voicemail menu): RFC
-        4733 events on a SIP call, sent in place of agent audio. Returns False where the
-        transport cannot send digits (AudioSocket, or a caller without telephone-event);
-        raises ValueError for characters that are not DTMF digits."""
+        4733 events on a SIP call, sent in place of agent audio; returns once they are out.
+        Returns False where the transport cannot send digits (AudioSocket, or a caller
+        without telephone-event); raises ValueError for characters that are not digits."""
         await self.answer()
-        sent = self._leg.send_digits(digits)
+        sent = await self._leg.send_digits(digits)
         await self.transcript.write("dtmf-sent" if sent else "dtmf-not-sent", digits=digits)
         return sent
 

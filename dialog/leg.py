@@ -43,5 +43,6 @@ class Leg(Protocol):
     async def transfer(self, target: str) -> bool:
         """Hand the caller to ``target`` (a SIP URI); True once the transfer succeeded."""
 
-    def send_digits(self, digits: str) -> bool:
-        """Queue DTMF key presses towards the caller; False where the transport cannot."""
+    async def send_digits(self, digits: str) -> bool:
+        """Press keys towards the caller, returning once they are sent; False where the
+        transport cannot."""

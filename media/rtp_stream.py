@@ -74,6 +74,8 @@ class RtpStream:
         self._jitter = JitterBuffer(codec, min_delay_ms=min_delay_ms, max_delay_ms=max_delay_ms)
         self._dtmf_in = DtmfReceiver()
         self._dtmf_out = DtmfSender(codec.clock_rate)
+        self._digits_sent = trio.Event()
+        self._digits_sent.set()
         self._units = codec.clock_rate * FRAME_MS // 1000  # timestamp units per tick
         self._silence = silence(codec.sample_rate)
         self._latched = False
@@ -116,12 +118,17 @@ class RtpStream:
         self._jitter.change_codec(codec)
         self._payload_type = self._sender.payload_type = payload_type
 
-    def send_digits(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> bool:
-        """Queue RFC 4733 key presses, sent in place of audio on the coming ticks; False
-        when the SDP agreed no telephone-event (the caller gets SIP INFO instead)."""
+    async def send_digits(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> bool:
+        """Send RFC 4733 key presses in place of audio on the coming ticks, and return once
+        the last end packet is out; False at once when the SDP agreed no telephone-event.
+        Agent audio the pacer hands over meanwhile is not sent: a key press and speech
+        cannot share the one stream."""
         if self.event_payload_type is None:
             return False
         self._dtmf_out.send(digits, duration_ms)
+        if self._digits_sent.is_set():
+            self._digits_sent = trio.Event()
+        await self._digits_sent.wait()
         return True
 
     async def receive_loop(self) -> None:
@@ -166,6 +173,8 @@ class RtpStream:
     def _next_datagram(self, frame: bytes | None) -> bytes | None:
         sender = self._sender
         event = self._dtmf_out.tick(sender.timestamp) if self.event_payload_type is not None else None
+        if not self._dtmf_out.busy:
+            self._digits_sent.set()
         if event is not None:
             assert self.event_payload_type is not None
             datagram = sender.event(self.event_payload_type, event.timestamp, event.payload, marker=event.marker)

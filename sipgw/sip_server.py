@@ -103,9 +103,9 @@ class SipLeg:
         log.warning("transfer to %s: no final report in %.0f s", target, TRANSFER_TIMEOUT)
         return False
 
-    def send_digits(self, digits: str) -> bool:
+    async def send_digits(self, digits: str) -> bool:
         """RFC 4733 events in the RTP stream, when the SDP agreed telephone-event."""
-        if not self.rtp.send_digits(digits):
+        if not await self.rtp.send_digits(digits):
             log.warning("cannot send DTMF %s: the caller's SDP has no telephone-event", digits)
             return False
         return True

@@ -30,3 +30,11 @@ async def answer_after_a_second(call: Call) -> None:
     await call.answer()
     await call.say("Hello.")
     await trio.sleep_forever()
+
+
+async def press_digits(call: Call) -> None:
+    """Press 1, 9 and # towards the caller, then speak and hang up."""
+    await call.answer()
+    await call.send_digits("19#")
+    await call.say("Seven sixty six, fresh fish.")
+    await call.hangup()

@@ -83,7 +83,7 @@ class AudioSocketLeg:
                     "and let the dialplan continue)", target)
         return False
 
-    def send_digits(self, digits: str) -> bool:
+    async def send_digits(self, digits: str) -> bool:
         """AudioSocket carries DTMF from Asterisk only: say so and go on."""
         log.warning("cannot send DTMF %s: AudioSocket has no way to send digits to Asterisk", digits)
         return False
