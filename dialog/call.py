@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import trio
 
 from media.audio import FRAME_MS, duration_ms
-from media.vad import SpeechEnd, SpeechStart, VadConfig, VadSegmenter
+from media.vad import SpeechEnd, SpeechStart, VadBatcher, VadConfig, VadSegmenter
 from providers.base import ASR, TTS
 
 from .leg import Leg
@@ -42,6 +42,8 @@ class CallServices:
     transcripts_dir: str | None = None
     greeting: str = ""
     listen_timeout: float = 10.0
+    #: Scores all calls' VAD windows in shared model runs; None: each call runs its own.
+    vad_batcher: VadBatcher | None = None
 
 
 class CallEnded(Exception):
@@ -179,7 +181,9 @@ class Call:
         stream through a channel read by a task of its own, so a slow decode never delays
         the VAD, and so never delays a barge-in.
         """
-        vad = VadSegmenter(self.sample_rate, self.services.vad)
+        batcher = self.services.vad_batcher
+        scorer = batcher.stream(self.sample_rate) if batcher is not None else None
+        vad = VadSegmenter(self.sample_rate, self.services.vad, scorer)
         preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(vad.pre_roll_ms / FRAME_MS)))
         utterance: trio.MemorySendChannel[bytes] | None = None
         try:
@@ -188,7 +192,7 @@ class Call:
                     preroll.append(frame)
                 else:
                     utterance.send_nowait(frame)
-                for event in vad.feed(frame):
+                for event in await vad.feed(frame):
                     if isinstance(event, SpeechStart) and utterance is None:
                         self._barge_in()
                         utterance, audio = trio.open_memory_channel[bytes](math.inf)
@@ -202,6 +206,8 @@ class Call:
         finally:
             if utterance is not None:  # the call ended mid-utterance
                 utterance.close()
+            if scorer is not None:
+                scorer.close()
 
     def _barge_in(self) -> None:
         if self._speaking is not None:

@@ -22,6 +22,7 @@ import trio
 
 from dialog.call import CallServices
 from dialog.plugins import PluginError, load_handler
+from media.vad import VadBatcher
 from media.vad import session as vad_session
 from providers.base import ProviderError
 from providers.registry import build_asr, build_tts
@@ -77,6 +78,7 @@ def prepare(config: Config) -> Calls:
         transcripts_dir=config.transcripts.dir or None,
         greeting=config.dialog.greeting,
         listen_timeout=config.dialog.listen_timeout,
+        vad_batcher=VadBatcher(),
     )
     return Calls(services, handler)
 
@@ -84,6 +86,8 @@ def prepare(config: Config) -> Calls:
 async def serve(config: Config, calls: Calls) -> None:
     """Run the server until cancelled or signalled; ``calls`` comes from ``prepare``."""
     async with trio.open_nursery() as root:
+        if calls.services.vad_batcher is not None:
+            await root.start(calls.services.vad_batcher.run)
         calls_nursery = await root.start(_calls_nursery)
         sip = SipServer(config, calls, calls_nursery, tls=tls_context(config))
         await root.start(sip.run)

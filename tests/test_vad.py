@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import onnxruntime
 import pytest
+import trio
 
 from media.audio import duration_ms, frame_bytes, silence
 from media.vad import (
+    VadBatcher,
     SileroVad,
     SpeechEnd,
     SpeechStart,
@@ -44,10 +46,10 @@ def frames(pcm: bytes, rate: int) -> list[bytes]:
     return [pcm[i:i + size] for i in range(0, len(pcm), size)]
 
 
-def segment(pcm: bytes, rate: int, config: VadConfig | None = None) -> list[SpeechStart | SpeechEnd]:
+async def segment(pcm: bytes, rate: int, config: VadConfig | None = None) -> list[SpeechStart | SpeechEnd]:
     """Events of ``pcm`` fed as a call would, one 20 ms frame at a time."""
     segmenter = VadSegmenter(rate, config)
-    return [event for frame in frames(pcm, rate) for event in segmenter.feed(frame)]
+    return [event for frame in frames(pcm, rate) for event in await segmenter.feed(frame)]
 
 
 def noise(rate: int, seconds: float, dbfs: float) -> bytes:
@@ -83,9 +85,9 @@ def test_reset_starts_the_stream_again():
 
 
 @pytest.mark.parametrize("rate", RATES)
-def test_speech_padded_with_silence_is_one_start_then_one_end(rate):
+async def test_speech_padded_with_silence_is_one_start_then_one_end(rate):
     speech = speak("hello there, this is a test of the voice detector", rate)
-    events = segment(silence(rate, 1000) + speech + silence(rate, 1000), rate)
+    events = await segment(silence(rate, 1000) + speech + silence(rate, 1000), rate)
     assert [type(event) for event in events] == [SpeechStart, SpeechEnd]
     start, end = events
     assert 1000 - 100 <= start.at_ms <= 1000 + 100  # the speech starts at 1000 ms
@@ -94,25 +96,25 @@ def test_speech_padded_with_silence_is_one_start_then_one_end(rate):
 
 
 @pytest.mark.parametrize("rate", RATES)
-def test_silence_and_noise_are_not_speech(rate):
-    assert segment(silence(rate, 3000), rate) == []
-    assert segment(noise(rate, 3.0, -70.0), rate) == []  # under the energy floor
-    assert segment(noise(rate, 3.0, -40.0), rate) == []  # over it: the model says no
+async def test_silence_and_noise_are_not_speech(rate):
+    assert await segment(silence(rate, 3000), rate) == []
+    assert await segment(noise(rate, 3.0, -70.0), rate) == []  # under the energy floor
+    assert await segment(noise(rate, 3.0, -40.0), rate) == []  # over it: the model says no
 
 
-def test_windows_under_the_energy_floor_never_reach_the_model(monkeypatch):
+async def test_windows_under_the_energy_floor_never_reach_the_model(monkeypatch):
     scored = []
     monkeypatch.setattr(SileroVad, "probability", lambda self, window: scored.append(window) or 0.0)
     segmenter = VadSegmenter(8000)
-    assert segmenter.feed(noise(8000, 1.0, -70.0)) == []
+    assert await segmenter.feed(noise(8000, 1.0, -70.0)) == []
     assert scored == []
-    segmenter.feed(noise(8000, 1.0, -30.0))
+    await segmenter.feed(noise(8000, 1.0, -30.0))
     assert len(scored) == 8000 // 256
 
 
-def test_a_short_sound_is_not_speech():
+async def test_a_short_sound_is_not_speech():
     click = speak("ah", 8000)[: 8000 * 2 // 10]  # its first 100 ms
-    assert segment(silence(8000, 500) + click + silence(8000, 1000), 8000) == []
+    assert await segment(silence(8000, 500) + click + silence(8000, 1000), 8000) == []
 
 
 class ScriptedVad:
@@ -123,36 +125,35 @@ class ScriptedVad:
     def __init__(self, probabilities: list[float]) -> None:
         self._probabilities = iter(probabilities)
 
-    def probability(self, window: np.ndarray) -> float:
+    async def score(self, window: np.ndarray) -> float:
         return next(self._probabilities)
 
     def skip(self, window: np.ndarray) -> None:
         raise AssertionError("loud audio is never gated")
 
 
-def scripted(probabilities: list[float], config: VadConfig | None = None) -> list[SpeechStart | SpeechEnd]:
-    segmenter = VadSegmenter(8000, config)
-    segmenter.vad = ScriptedVad(probabilities)  # type: ignore[assignment]
-    return segmenter.feed(noise(8000, len(probabilities) * 0.032, -20.0))
+async def scripted(probabilities: list[float], config: VadConfig | None = None) -> list[SpeechStart | SpeechEnd]:
+    segmenter = VadSegmenter(8000, config, ScriptedVad(probabilities))
+    return await segmenter.feed(noise(8000, len(probabilities) * 0.032, -20.0))
 
 
-def test_hysteresis_between_the_thresholds():
+async def test_hysteresis_between_the_thresholds():
     # 32 ms windows; min_speech 250 ms = 8 windows, min_silence 500 ms = 16 windows.
     dip = [0.4] * 20  # between neg_threshold (0.35) and threshold: neither starts nor ends
-    events = scripted([0.0] * 5 + [0.9] * 10 + dip + [0.9] * 5 + [0.1] * 16 + [0.0] * 3)
+    events = await scripted([0.0] * 5 + [0.9] * 10 + dip + [0.9] * 5 + [0.1] * 16 + [0.0] * 3)
     assert events == [SpeechStart(5 * 32.0), SpeechEnd(40 * 32.0, 35 * 32.0)]
 
 
-def test_a_pause_is_cancelled_only_by_speech_above_the_threshold():
+async def test_a_pause_is_cancelled_only_by_speech_above_the_threshold():
     # Below neg_threshold starts the pause; 0.4 does not cancel it; 0.9 does.
-    events = scripted([0.9] * 10 + [0.1] * 8 + [0.4] * 6 + [0.9] * 2 + [0.1] * 15)
+    events = await scripted([0.9] * 10 + [0.1] * 8 + [0.4] * 6 + [0.9] * 2 + [0.1] * 15)
     assert events == [SpeechStart(0.0)]
-    events = scripted([0.9] * 10 + [0.1] * 8 + [0.4] * 8)
+    events = await scripted([0.9] * 10 + [0.1] * 8 + [0.4] * 8)
     assert events == [SpeechStart(0.0), SpeechEnd(10 * 32.0, 10 * 32.0)]
 
 
-def test_a_candidate_dies_below_the_negative_threshold():
-    events = scripted([0.9] * 7 + [0.2] + [0.9] * 7 + [0.0] * 20)
+async def test_a_candidate_dies_below_the_negative_threshold():
+    events = await scripted([0.9] * 7 + [0.2] + [0.9] * 7 + [0.0] * 20)
     assert events == []
 
 
@@ -166,3 +167,74 @@ def test_wrong_rate_is_refused():
         SileroVad(44100)
     with pytest.raises(ValueError, match="256 samples"):
         SileroVad(8000).probability(np.zeros(512, dtype=np.float32))
+
+
+SENTENCES = ["one two three four", "the weather is fine today", "please call me back later",
+             "seven eight nine", "where is the station", "good morning to you"]
+
+
+def call_audio(index: int, rate: int) -> np.ndarray:
+    """A different caller per index: its own sentence after its own silence."""
+    pcm = silence(rate, 100 * index) + speak(SENTENCES[index % len(SENTENCES)], rate) + silence(rate, 300)
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+async def batched_probabilities(audio: list[np.ndarray], rates: list[int], *, tick: bool) -> tuple[list[list[float]], VadBatcher]:
+    """Each stream in a task of its own: its k-th window is complete at k * 32 ms plus a
+    phase of its own (calls are not in step), on a fake clock."""
+    batcher = VadBatcher()
+    streams = [batcher.stream(rate) for rate in rates]
+    results: list[list[float]] = [[] for _ in audio]
+
+    async def caller(i: int) -> None:
+        stream, samples = streams[i], audio[i]
+        begin = trio.current_time() + 0.005 * i
+        for k, start in enumerate(range(0, len(samples) - stream.window + 1, stream.window)):
+            await trio.sleep_until(begin + 0.032 * k)
+            results[i].append(await stream.score(samples[start:start + stream.window]))
+        stream.close()
+
+    async with trio.open_nursery() as nursery:
+        if tick:
+            await nursery.start(batcher.run)
+        async with trio.open_nursery() as callers:
+            for i in range(len(audio)):
+                callers.start_soon(caller, i)
+        nursery.cancel_scope.cancel()
+    return results, batcher
+
+
+@pytest.mark.parametrize("tick", [True, False], ids=["running", "not-running"])
+async def test_batched_probabilities_equal_each_stream_run_alone(autojump_clock, tick):
+    rates = [8000, 16000, 8000, 8000, 16000, 8000]
+    audio = [call_audio(i, rate) for i, rate in enumerate(rates)]
+    batched, batcher = await batched_probabilities(audio, rates, tick=tick)
+    for samples, rate, ours in zip(audio, rates, batched, strict=True):
+        alone = SileroVad(rate)
+        reference = [alone.probability(samples[i:i + alone.window])
+                     for i in range(0, len(samples) - alone.window + 1, alone.window)]
+        assert len(ours) == len(reference) > 20
+        assert np.allclose(ours, reference, rtol=0, atol=1e-4)
+        assert max(ours) > 0.9  # each one's speech is found
+    if tick:  # shared runs really happened: about one per rate per tick
+        assert batcher.runs < batcher.windows / 2
+    else:  # without its task, the batcher scores each window at once, alone
+        assert batcher.runs == batcher.windows
+
+
+async def test_a_lone_stream_is_scored_at_once_without_waiting_for_a_tick(autojump_clock):
+    batcher = VadBatcher()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        stream = batcher.stream(8000)
+        before = trio.current_time()
+        await stream.score(np.zeros(256, dtype=np.float32))
+        assert trio.current_time() == before  # every open stream was due: no tick awaited
+        other = batcher.stream(8000)
+        await stream.score(np.zeros(256, dtype=np.float32))
+        # With a second open stream that has nothing due, the window waits for the tick.
+        assert 0 < trio.current_time() - before <= batcher.interval
+        other.close()
+        stream.close()
+        nursery.cancel_scope.cancel()
+    assert batcher.windows == 2
