@@ -25,6 +25,8 @@ from typing import Any
 from media.codecs import CODECS
 from media.vad import VadConfig
 
+from .audiosocket.wire import LAWS
+
 EMBEDDED = "<embedded default>"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -129,6 +131,9 @@ class RtpConfig:
 class AudioSocketConfig:
     enabled: bool = True
     listen: HostPort = HostPort("0.0.0.0", 9092)
+    #: The law of G.711 that Dial(AudioSocket/...c(ulaw|alaw)) sends under kind 0x10:
+    #: "auto" tells them apart by the audio itself; "ulaw" or "alaw" fixes it.
+    g711_law: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,9 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(src, "rtp.port_min", f"expected 1024..65534, got {rtp.port_min}")
     if not (rtp.port_min < rtp.port_max <= 65535):
         raise ConfigError(src, "rtp.port_max", f"expected {rtp.port_min + 1}..65535, got {rtp.port_max}")
+    if config.audiosocket.g711_law not in LAWS:
+        raise ConfigError(src, "audiosocket.g711_law",
+                          f"expected one of {', '.join(LAWS)}, got {config.audiosocket.g711_law!r}")
     if not 0 <= rtp.jitter_min_ms <= 1000:
         raise ConfigError(src, "rtp.jitter_min_ms", f"expected 0..1000 milliseconds, got {rtp.jitter_min_ms}")
     if not rtp.jitter_min_ms <= rtp.jitter_max_ms <= 2000:

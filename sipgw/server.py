@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import ssl
+from functools import partial
 
 import trio
 
@@ -92,7 +93,8 @@ async def serve(config: Config, calls: Calls) -> None:
         sip = SipServer(config, calls, calls_nursery, tls=tls_context(config))
         await root.start(sip.run)
         if config.audiosocket.enabled:
-            address = await root.start(serve_audiosocket, config.audiosocket.listen, calls, calls_nursery)
+            address = await root.start(partial(serve_audiosocket, g711_law=config.audiosocket.g711_law),
+                                       config.audiosocket.listen, calls, calls_nursery)
             log.info("AudioSocket listening on tcp %s", HostPort(*address))
         log.info("dialog %r, ASR %s, TTS %s (config: %s)", config.dialog.handler, config.asr.type,
                  config.tts.type, config.source)

@@ -62,7 +62,6 @@ def transcript_events(folder: Path) -> list[dict]:
 # --- an AudioSocket client that behaves like Asterisk -------------------------------
 
 PTIME = 0.030
-CHUNK = 480  # 30 ms of 8 kHz s16le
 GAP = 0.5
 
 
@@ -70,15 +69,31 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return struct.pack("!BH", kind, len(payload)) + payload
 
 
+#: Kinds of signed-linear audio by rate (res_audiosocket.h).
+SLIN_KINDS = {8000: 0x10, 12000: 0x11, 16000: 0x12, 24000: 0x13, 32000: 0x14, 44100: 0x15, 48000: 0x16}
+LAW_ENCODERS = {"ulaw": audioop.lin2ulaw, "alaw": audioop.lin2alaw}
+
+
 class Asterisk:
     """One AudioSocket connection, as Asterisk's AudioSocket application drives it:
     a UUID frame, then one audio frame every packet time (30 ms, 480 bytes, to prove
-    trivox assumes no frame size)."""
+    trivox assumes no frame size).
 
-    def __init__(self, stream: trio.SocketStream, call: uuid.UUID) -> None:
+    ``rate`` plays the channel driver with ``c(slinNN)``: audio of that rate under its
+    own kind. ``law`` plays ``c(ulaw)``/``c(alaw)``: raw G.711 in 20 ms frames (160
+    bytes) under kind 0x10.
+    """
+
+    def __init__(self, stream: trio.SocketStream, call: uuid.UUID, *, rate: int = 8000,
+                 law: str | None = None) -> None:
         self.stream = stream
         self.call = call
-        self.queue: list[bytes] = []
+        self.rate = rate
+        self.law = law
+        self.kind = SLIN_KINDS[rate]
+        self.ptime = 0.020 if law else PTIME
+        self.chunk = round(rate * self.ptime) * (1 if law else 2)
+        self.queue: list[tuple[bytes, bool]] = []  # (frame payload, is speech)
         self.received: list[tuple[float, bytes, float]] = []  # time, pcm, rms
         self.kinds: list[int] = []
         self.closed = trio.Event()
@@ -90,11 +105,14 @@ class Asterisk:
             await self.stream.send_all(data)
 
     @classmethod
-    async def connect(cls, address: tuple[str, int]) -> "Asterisk":
+    async def connect(cls, address: tuple[str, int], **wire) -> "Asterisk":
         stream = await trio.open_tcp_stream(*address)
         call = uuid.uuid4()
         await stream.send_all(frame(0x01, call.bytes))
-        return cls(stream, call)
+        return cls(stream, call, **wire)
+
+    def encode(self, pcm: bytes) -> bytes:
+        return LAW_ENCODERS[self.law](pcm, 2) if self.law else pcm
 
     async def read(self) -> None:
         buffer = b""
@@ -115,30 +133,34 @@ class Asterisk:
                     break
                 payload, buffer = buffer[3:3 + length], buffer[3 + length:]
                 self.kinds.append(kind)
-                if kind == 0x10:
+                if kind in SLIN_KINDS.values():
                     self.received.append((trio.current_time(), payload, rms(payload)))
 
     async def send_audio(self) -> None:
         start = trio.current_time()
         tick = 0
+        quiet = self.encode(bytes(self.chunk * (2 if self.law else 1)))
         while not self.closed.is_set():
-            chunk = self.queue.pop(0) if self.queue else bytes(CHUNK)
-            if rms(chunk) > SPEECH_RMS:
+            chunk, loud = self.queue.pop(0) if self.queue else (quiet, False)
+            if loud:
                 self.last_speech_sent = trio.current_time()
             try:
-                await self.send_frame(frame(0x10, chunk))
+                await self.send_frame(frame(self.kind, chunk))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             tick += 1
-            await trio.sleep_until(start + tick * PTIME)
+            await trio.sleep_until(start + tick * self.ptime)
 
     def say(self, pcm: bytes) -> None:
-        pcm += bytes(-len(pcm) % CHUNK)
-        self.queue += [pcm[i:i + CHUNK] for i in range(0, len(pcm), CHUNK)]
+        """Queue ``pcm`` (s16le at the client's rate) to be sent as the wire carries it."""
+        size = self.chunk * (2 if self.law else 1)  # bytes of PCM per frame
+        pcm += bytes(-len(pcm) % size)
+        self.queue += [(self.encode(pcm[i:i + size]), rms(pcm[i:i + size]) > SPEECH_RMS)
+                       for i in range(0, len(pcm), size)]
 
     async def say_all(self, pcm: bytes, timeout: float = 15) -> float:
         """Say ``pcm`` and a second of silence; returns when our last speech frame left."""
-        self.say(pcm + bytes(16000))
+        self.say(pcm + bytes(self.rate * 2))
         with trio.fail_after(timeout):
             while self.last_speech_sent is None or self.queue:
                 await trio.sleep(0.02)

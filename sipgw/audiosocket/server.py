@@ -36,13 +36,15 @@ from .protocol import (
     Signal,
     Uuid,
 )
+from .wire import Bridge, WireFormat, detect
 
 log = logging.getLogger("trivox.audiosocket")
 
-#: Signed-linear 8 kHz: the rate of kind 0x10 audio.
-RATE = 8000
 #: Asterisk sends the UUID frame first, at once; a peer that does not is not Asterisk.
 UUID_TIMEOUT = 5.0
+#: Audio follows the UUID at once; without any by then, the wire is taken as slin 8 kHz.
+FIRST_AUDIO_TIMEOUT = 1.0
+DEFAULT_WIRE = WireFormat("slin", 8000)
 READ_SIZE = 4096
 INBOUND_QUEUE = 250
 
@@ -50,11 +52,16 @@ INBOUND_QUEUE = 250
 class AudioSocketLeg:
     """One AudioSocket connection as the dialog sees it."""
 
-    def __init__(self, stream: trio.SocketStream, connection: Connection, call_id: str, peer: str) -> None:
+    def __init__(self, stream: trio.SocketStream, connection: Connection, call_id: str, peer: str,
+                 wire: WireFormat = DEFAULT_WIRE, first: Event | None = None) -> None:
+        """``wire``: the audio format the first message showed; ``first``: that message,
+        read before the call started, handled first by :meth:`read_loop`."""
         self.call_id = call_id
         self.caller = peer
-        self.sample_rate = RATE
-        self.pacer = Pacer(RATE)
+        self.wire = wire
+        self._bridge = Bridge(wire)
+        self.sample_rate = self._bridge.call_rate
+        self.pacer = Pacer(self.sample_rate)
         self.end_reason = ""
         self.cancel_scope: trio.CancelScope | None = None
         send, self.inbound = trio.open_memory_channel[bytes](INBOUND_QUEUE)
@@ -63,10 +70,11 @@ class AudioSocketLeg:
         self._stream = stream
         self._connection = connection
         self._pending = b""
-        self._frame = frame_bytes(RATE)
-        self._silence = silence(RATE)
+        self._frame = frame_bytes(self.sample_rate)
+        self._silence = silence(self.sample_rate)
         self._send_lock = trio.Lock()
         self._closed = False
+        self._first = first
         self._warned_rate = False
 
     async def answer(self) -> None:
@@ -89,25 +97,25 @@ class AudioSocketLeg:
         return False
 
     async def pacer_sink(self, frame: bytes | None) -> None:
-        await self._send(self._connection.send(Audio(self._silence if frame is None else frame)))
+        wire = self._bridge.outbound(self._silence if frame is None else frame)
+        await self._send(self._connection.send(Audio(wire, self.wire.rate)))
 
     async def read_loop(self) -> None:
         """Frames from Asterisk until it closes, hangs up, or sends garbage."""
         try:
             while True:
-                event = self._connection.next_event()
+                event, self._first = self._first or self._connection.next_event(), None
                 if event is NEED_DATA:
                     self._connection.receive_data(await self._stream.receive_some(READ_SIZE))
                     continue
                 if event is CLOSED:
                     self._end("the caller hung up (connection closed)")
                     return
-                if isinstance(event, Audio) and event.rate == RATE:
-                    self._audio(event.pcm)
+                if isinstance(event, Audio) and event.rate == self.wire.rate:
+                    self._audio(self._bridge.inbound(event.pcm))
                 elif isinstance(event, Audio):
                     if not self._warned_rate:
-                        log.warning("ignoring %d Hz audio: only 8 kHz signed linear (kind 0x10) is "
-                                    "served so far", event.rate)
+                        log.warning("ignoring %d Hz audio in a call that started as %s", event.rate, self.wire)
                         self._warned_rate = True
                 elif isinstance(event, Hangup):
                     self._end("the caller hung up")
@@ -129,7 +137,7 @@ class AudioSocketLeg:
             self._end(f"connection lost: {exc}")
 
     def _audio(self, pcm: bytes) -> None:
-        """Re-cut Asterisk's frames (any packet time) into our 20 ms frames."""
+        """Re-cut Asterisk's frames (any packet time, resampled) into our 20 ms frames."""
         self._pending += pcm
         while len(self._pending) >= self._frame:
             frame, self._pending = self._pending[:self._frame], self._pending[self._frame:]
@@ -159,7 +167,7 @@ class AudioSocketLeg:
                 await self._stream.aclose()
 
 
-async def serve_audiosocket(listen: HostPort, calls: Calls, calls_nursery: trio.Nursery, *,
+async def serve_audiosocket(listen: HostPort, calls: Calls, calls_nursery: trio.Nursery, *, g711_law: str = "auto",
                             task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
     """Accept AudioSocket connections; each one becomes a call in the calls nursery."""
     try:
@@ -170,21 +178,17 @@ async def serve_audiosocket(listen: HostPort, calls: Calls, calls_nursery: trio.
     task_status.started((address[0], address[1]))
 
     async def handle(stream: trio.SocketStream) -> None:
-        await _connection(stream, calls)
+        await _connection(stream, calls, g711_law)
 
     await trio.serve_listeners(handle, listeners, handler_nursery=calls_nursery)
 
 
-async def _connection(stream: trio.SocketStream, calls: Calls) -> None:
+async def _connection(stream: trio.SocketStream, calls: Calls, g711_law: str) -> None:
     peer = _peer(stream)
     connection = Connection()
     try:
         with trio.fail_after(UUID_TIMEOUT):
-            event: Event | Signal = NEED_DATA
-            while event is NEED_DATA:
-                event = connection.next_event()
-                if event is NEED_DATA:
-                    connection.receive_data(await stream.receive_some(READ_SIZE))
+            event = await _next_event(stream, connection)
     except (AudioSocketError, trio.TooSlowError, trio.BrokenResourceError, ConnectionError) as exc:
         log.warning("AudioSocket connection from %s closed before its UUID: %s", peer, exc or "timeout")
         await stream.aclose()
@@ -193,11 +197,34 @@ async def _connection(stream: trio.SocketStream, calls: Calls) -> None:
         log.warning("AudioSocket connection from %s did not start with a UUID frame; closing", peer)
         await stream.aclose()
         return
-    leg = AudioSocketLeg(stream, connection, str(event.value), peer)
+    wire, first = DEFAULT_WIRE, None
+    try:
+        with trio.move_on_after(FIRST_AUDIO_TIMEOUT):
+            first = await _next_event(stream, connection)
+        if isinstance(first, Audio):
+            wire = detect(first.pcm, first.rate, g711_law)
+    except AudioSocketError as exc:
+        log.warning("malformed AudioSocket frame from %s, closing the connection: %s", peer, exc)
+        await stream.aclose()
+        return
+    except (trio.BrokenResourceError, ConnectionError) as exc:
+        log.warning("AudioSocket connection from %s lost after its UUID: %s", peer, exc)
+        await stream.aclose()
+        return
+    if wire != DEFAULT_WIRE:
+        log.info("AudioSocket %s from %s carries %s; the call runs at %d Hz", event.value, peer, wire, wire.call_rate)
+    leg = AudioSocketLeg(stream, connection, str(event.value), peer, wire, first)
     try:
         await calls.run(leg, [leg.read_loop])
     finally:
         await leg.close()
+
+
+async def _next_event(stream: trio.SocketStream, connection: Connection) -> Event | Signal:
+    """The connection's next event (or CLOSED), reading as much as that takes."""
+    while (event := connection.next_event()) is NEED_DATA:
+        connection.receive_data(await stream.receive_some(READ_SIZE))
+    return event
 
 
 def _peer(stream: trio.SocketStream) -> str:
