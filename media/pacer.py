@@ -9,6 +9,12 @@ the wall clock that the peer's jitter buffer measures it against.
 
 Barge-in is :meth:`Pacer.flush`: the queue empties at once, and :attr:`Pacer.played_ms`
 says how much of the cut utterance the caller actually heard.
+
+A server with many calls gives them one :class:`MediaClock`, whose task runs every
+call's tick in turn. A timed sleep per call and tick would cost Trio a deadline, a
+cancel scope and a raised and caught Cancelled, and the calls' sends would land in
+random order within each scheduling batch; one task ticking them all costs a fraction
+of that and keeps each call's send at the same offset in every tick.
 """
 
 from __future__ import annotations
@@ -26,6 +32,48 @@ TICK_S = FRAME_MS / 1000
 MAX_LAG_TICKS = 3
 
 Sink = Callable[[bytes | None], Awaitable[None]]
+
+
+class MediaClock:
+    """The 20 ms grid shared by every call's pacer; :meth:`run` keeps it.
+
+    Each tick, the clock task itself runs every member pacer's tick, one after another in
+    the order they joined. That order is the same every tick, so each call's packets
+    leave at a steady offset within the tick: the send interval stays 20 ms however
+    many calls there are. A sink must therefore not block (RTP sends without waiting;
+    AudioSocket hands its frame to the connection's writer task). A sink that raises
+    fails only its own call: the exception is raised in that call's pacer task.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[Pacer, Sink] = {}
+        #: Ticks given up after the process stalled (a health metric).
+        self.skipped_ticks = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick until cancelled."""
+        start = trio.current_time()
+        tick = 0
+        task_status.started()
+        while True:
+            for pacer, sink in list(self._members.items()):
+                try:
+                    await pacer.tick(sink)
+                except Exception as exc:
+                    self.leave(pacer)
+                    pacer.fail(exc)
+            tick += 1
+            behind = int((trio.current_time() - start) / TICK_S) - tick
+            if behind > MAX_LAG_TICKS:
+                self.skipped_ticks += behind
+                tick += behind
+            await trio.sleep_until(start + tick * TICK_S)
+
+    def join(self, pacer: Pacer, sink: Sink) -> None:
+        self._members[pacer] = sink
+
+    def leave(self, pacer: Pacer) -> None:
+        self._members.pop(pacer, None)
 
 
 class Pacer:
@@ -51,6 +99,8 @@ class Pacer:
         self._idle = trio.Event()
         self._idle.set()
         self.skipped_ticks = 0  # slots given up after a stall (a health metric)
+        self._failure: Exception | None = None
+        self._failed = trio.Event()
 
     @property
     def queued_ms(self) -> int:
@@ -114,29 +164,50 @@ class Pacer:
         self._frames.append((self._utterance, frame))
 
     async def run(
-        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, sink: Sink, clock: MediaClock | None = None, *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Tick forever: ``await sink(frame)``, or ``sink(None)`` when nothing is queued.
 
         ``None`` lets the sink choose: RTP suppresses the packet (and marks the next
-        talk-spurt), AudioSocket sends silence. Cancel the task to stop the clock.
+        talk-spurt), AudioSocket sends silence. With a ``clock``, its task ticks this
+        pacer (the sink must not block); without one, the pacer keeps its own grid.
+        Cancel the task to stop.
         """
+        task_status.started()
+        if clock is not None:
+            self._failed = trio.Event()
+            clock.join(self, sink)
+            try:
+                await self._failed.wait()
+                assert self._failure is not None
+                raise self._failure
+            finally:
+                clock.leave(self)
         start = trio.current_time()
         tick = 0
-        task_status.started()
         while True:
-            if self._frames:
-                utterance, frame = self._frames.popleft()
-                await sink(frame)
-                if utterance == self._utterance:
-                    self._played_frames += 1
-                if not self._frames:
-                    self._idle.set()
-            else:
-                await sink(None)
+            await self.tick(sink)
             tick += 1
             behind = int((trio.current_time() - start) / TICK_S) - tick
             if behind > MAX_LAG_TICKS:
                 self.skipped_ticks += behind
                 tick += behind
             await trio.sleep_until(start + tick * TICK_S)
+
+    def fail(self, exc: Exception) -> None:
+        """The clock's call of our sink raised: re-raise it in :meth:`run`'s task."""
+        self._failure = exc
+        self._failed.set()
+
+    async def tick(self, sink: Sink) -> None:
+        """One tick: the next frame (or None) to the sink."""
+        if not self._frames:
+            await sink(None)
+            return
+        utterance, frame = self._frames.popleft()
+        await sink(frame)
+        if utterance == self._utterance:
+            self._played_frames += 1
+        if not self._frames:
+            self._idle.set()

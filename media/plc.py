@@ -109,15 +109,18 @@ class Concealer:
         return cycle
 
     def _pitch(self, history: np.ndarray) -> int:
-        """The lag in [min, max] whose past best matches the last ``max`` samples."""
+        """The lag in [min, max] whose past best matches the last ``max`` samples
+        (normalised cross-correlation, one C call for all lags)."""
         window = self._max_lag
         target = history[-window:]
-        first = len(history) - window - self._max_lag  # start of the longest lag's past
-        last = len(history) - window - self._min_lag
-        pasts = np.lib.stride_tricks.sliding_window_view(history, window)[first:last + 1]
-        energy = np.einsum("ij,ij->i", pasts, pasts)
-        score = (pasts @ target) / np.sqrt(np.maximum(energy, 1e-9))
-        # Row i is the past at lag max_lag - i.
+        head = history[:-self._min_lag]  # every lag's past window lies inside this
+        dots = np.correlate(head, target, mode="valid")  # dots[i]: the past starting at i
+        squares = np.concatenate([[0.0], np.cumsum(head.astype(np.float64) ** 2)])
+        energy = squares[window:] - squares[:-window]
+        # Lag L's past starts at len(history) - window - L: the last len(dots) starts
+        # are the lags max..min, from the longest.
+        first = len(history) - window - self._max_lag
+        score = dots[first:] / np.sqrt(np.maximum(energy[first:], 1e-9))
         return self._max_lag - int(np.argmax(score))
 
     def _remember(self, samples: np.ndarray) -> None:

@@ -13,7 +13,7 @@ A window costs about 0.2 ms of CPU alone, but a batch of 40 windows only about 4
 each (measured on onnxruntime 1.2x, 8 kHz), and a server with hundreds of calls scores
 thousands of windows a second. So calls do not run the model themselves: each asks the
 process's :class:`VadBatcher` to score its window, and the batcher runs every window that
-is due as one batch, either when every call has one waiting or at its next 32 ms tick.
+is due as one batch, either when every call has one waiting or at its next 20 ms tick.
 Each stream keeps its own state and context; only the model run is shared. Inference
 stays inline on the event loop: a thread hop would cost more than the batch.
 """
@@ -44,8 +44,9 @@ WINDOW = {8000: 256, 16000: 512}
 CONTEXT = {8000: 32, 16000: 64}
 #: The recurrent state of one stream: [2, batch, 128] with batch 1.
 STATE_SHAPE = (2, 1, 128)
-#: The batcher's tick: one model window (256 samples at 8 kHz, 512 at 16 kHz).
-BATCH_INTERVAL = 0.032
+#: The batcher's tick: the media clock's 20 ms, so that a server can run the batches
+#: half a tick after the calls' sends, where they delay no packet.
+BATCH_INTERVAL = 0.020
 #: Leaving speech needs the probability this far below the threshold (Silero's default
 #: hysteresis), so a word that dips to 0.45 inside a sentence does not end the turn.
 HYSTERESIS = 0.15
@@ -174,7 +175,7 @@ class VadBatcher:
 
     A batch runs as soon as every open stream has a window waiting (nobody else is
     coming), else at the next tick of :meth:`run`, so a window waits at most one tick
-    (32 ms). Without a running batcher, each window is scored at once, alone.
+    (20 ms). Without a running batcher, each window is scored at once, alone.
     """
 
     def __init__(self, interval: float = BATCH_INTERVAL) -> None:

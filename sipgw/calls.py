@@ -19,6 +19,7 @@ from dialog.call import CallServices
 from dialog.leg import Leg
 from dialog.plugins import Handler
 from dialog.runner import run_dialog
+from media.pacer import MediaClock
 
 from .log import CALL_ID
 
@@ -40,9 +41,11 @@ class ServerLeg(Leg, Protocol):
 class Calls:
     """All live calls; lives in the server nursery."""
 
-    def __init__(self, services: CallServices, handler: Handler) -> None:
+    def __init__(self, services: CallServices, handler: Handler, clock: MediaClock | None = None) -> None:
+        """``clock``: the 20 ms grid all calls' pacers share; the server runs it."""
         self.services = services
         self.handler = handler
+        self.clock = clock
         self.live: dict[str, ServerLeg] = {}
 
     async def run(self, leg: ServerLeg, media_tasks: list[Callable[[], Awaitable[None]]]) -> None:
@@ -56,7 +59,7 @@ class Calls:
                 leg.cancel_scope = nursery.cancel_scope
                 for task in media_tasks:
                     nursery.start_soon(task)
-                await nursery.start(leg.pacer.run, leg.pacer_sink)
+                await nursery.start(leg.pacer.run, leg.pacer_sink, self.clock)
                 await run_dialog(leg, self.services, self.handler, nursery)
                 nursery.cancel_scope.cancel()
         except Exception:

@@ -23,6 +23,7 @@ import trio
 
 from dialog.call import CallServices
 from dialog.plugins import PluginError, load_handler
+from media.pacer import TICK_S, MediaClock
 from media.vad import VadBatcher
 from media.vad import session as vad_session
 from providers.base import ProviderError
@@ -81,13 +82,18 @@ def prepare(config: Config) -> Calls:
         listen_timeout=config.dialog.listen_timeout,
         vad_batcher=VadBatcher(),
     )
-    return Calls(services, handler)
+    return Calls(services, handler, MediaClock())
 
 
 async def serve(config: Config, calls: Calls) -> None:
     """Run the server until cancelled or signalled; ``calls`` comes from ``prepare``."""
     async with trio.open_nursery() as root:
+        if calls.clock is not None:
+            await root.start(calls.clock.run)
         if calls.services.vad_batcher is not None:
+            # Half a tick after the calls' sends: a batch of hundreds of windows takes
+            # milliseconds, which must not fall on the instant the packets go out.
+            await trio.sleep(TICK_S / 2)
             await root.start(calls.services.vad_batcher.run)
         calls_nursery = await root.start(_calls_nursery)
         sip = SipServer(config, calls, calls_nursery, tls=tls_context(config))

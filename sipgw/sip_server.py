@@ -25,7 +25,7 @@ import trio
 from dialog.leg import DIGIT_QUEUE
 from media.codecs import Codec, codec_by_name
 from media.pacer import Pacer
-from media.rtp_stream import RtpStream, open_rtp_socket
+from media.rtp_stream import RtpStream, open_rtp_sockets
 
 from .calls import Calls
 from .config import Config, HostPort
@@ -450,7 +450,7 @@ class SipServer:
             return
         rtp_config = self.config.rtp
         try:
-            sock = await open_rtp_socket(self.config.sip.listen.host, rtp_config.port_min, rtp_config.port_max)
+            sockets = open_rtp_sockets(self.config.sip.listen.host, rtp_config.port_min, rtp_config.port_max)
         except OSError as exc:
             log.error("call %s: no RTP port: %s", call_id, exc)
             await self.command(lambda ua, now: ua.reject(event.key, 503, now))
@@ -460,25 +460,25 @@ class SipServer:
         if offer is None:
             # Delayed offer: we offer in the 200 and send nothing until the ACK's answer.
             codec = codec_by_name(self.config.sip.codecs[0])
-            sdp = make_offer(local_address=local_address, rtp_port=sock.getsockname()[1],
+            sdp = make_offer(local_address=local_address, rtp_port=sockets.port,
                              codecs=self.config.sip.codecs, session_id=session_id)
-            rtp = RtpStream(sock, codec, (event.source[0], 0), min_delay_ms=rtp_config.jitter_min_ms,
-                            max_delay_ms=rtp_config.jitter_max_ms)
+            rtp = RtpStream(sockets, codec, (event.source[0], 0), min_delay_ms=rtp_config.jitter_min_ms,
+                            max_delay_ms=rtp_config.jitter_max_ms, cname=f"trivox@{local_address}")
             rtp.held = True
         else:
             try:
-                sdp, negotiated = answer_offer(offer, local_address=local_address, rtp_port=sock.getsockname()[1],
+                sdp, negotiated = answer_offer(offer, local_address=local_address, rtp_port=sockets.port,
                                                codecs=self.config.sip.codecs, session_id=session_id)
             except NotAcceptable as exc:
-                sock.close()
+                sockets.close()
                 log.warning("call %s: %s", call_id, exc)
                 await self.command(lambda ua, now: ua.reject(event.key, 488, now))
                 return
-            rtp = RtpStream(sock, codec_by_name(negotiated.codec),
+            rtp = RtpStream(sockets, codec_by_name(negotiated.codec),
                             (negotiated.remote_address, negotiated.remote_port),
                             payload_type=negotiated.payload_type, min_delay_ms=rtp_config.jitter_min_ms,
                             max_delay_ms=rtp_config.jitter_max_ms,
-                            event_payload_type=negotiated.telephone_event_pt)
+                            event_payload_type=negotiated.telephone_event_pt, cname=f"trivox@{local_address}")
         caller = parse_name_addr(request.headers.get("From") or "").uri
         leg = SipLeg(self, event.key, call_id, caller, rtp, sdp, session_id)
         leg.awaiting_answer = offer is None
@@ -488,8 +488,9 @@ class SipServer:
             return
         self._legs[event.key] = leg
         try:
-            await self._calls.run(leg, [rtp.receive_loop])
+            await self._calls.run(leg, [])
         finally:
+            log.info("call %s media: %s", call_id, rtp.summary())
             rtp.close()
             if self._legs.pop(event.key, None) is not None:
                 await self.command(lambda ua, now: ua.hangup(event.key, now))

@@ -73,6 +73,12 @@ def test_baresip_calls_hears_the_greeting_is_echoed_and_hangs_up(tmp_path):
         assert "terminated" in output, output[-3000:]  # it hung up when its file ended
         server.wait_for_log(r"call started from sip:baresip@127\.0\.0\.1")
         server.wait_for_log(r"call ended after .*: the caller hung up")
+        # baresip sends RTCP receiver/sender reports: trivox read them into the call's stats.
+        stats = server.wait_for_log(r"media: received (\d+) packets, lost (\d+).*; the peer reports "
+                                    r"([\d.]+)% lost, jitter ([\d.]+) ms, round trip (\d+) ms")
+        assert int(stats.group(1)) > 100 and int(stats.group(2)) == 0
+        assert float(stats.group(3)) == 0.0
+        assert int(stats.group(5)) < 100  # loopback: our SR echoed in baresip's LSR/DLSR
     finally:
         server.stop()
     (heard,) = dumps.glob("*-dec.wav")

@@ -188,7 +188,7 @@ async def batched_probabilities(audio: list[np.ndarray], rates: list[int], *, ti
 
     async def caller(i: int) -> None:
         stream, samples = streams[i], audio[i]
-        begin = trio.current_time() + 0.005 * i
+        begin = trio.current_time() + 0.0025 * i
         for k, start in enumerate(range(0, len(samples) - stream.window + 1, stream.window)):
             await trio.sleep_until(begin + 0.032 * k)
             results[i].append(await stream.score(samples[start:start + stream.window]))
@@ -206,7 +206,7 @@ async def batched_probabilities(audio: list[np.ndarray], rates: list[int], *, ti
 
 @pytest.mark.parametrize("tick", [True, False], ids=["running", "not-running"])
 async def test_batched_probabilities_equal_each_stream_run_alone(autojump_clock, tick):
-    rates = [8000, 16000, 8000, 8000, 16000, 8000]
+    rates = [8000, 16000, 8000, 8000, 16000, 8000] * 2
     audio = [call_audio(i, rate) for i, rate in enumerate(rates)]
     batched, batcher = await batched_probabilities(audio, rates, tick=tick)
     for samples, rate, ours in zip(audio, rates, batched, strict=True):

@@ -47,6 +47,8 @@ FIRST_AUDIO_TIMEOUT = 1.0
 DEFAULT_WIRE = WireFormat("slin", 8000)
 READ_SIZE = 4096
 INBOUND_QUEUE = 250
+#: Agent frames waiting for a slow connection (1 s) before more are dropped.
+OUTBOX_FRAMES = 50
 
 
 class AudioSocketLeg:
@@ -73,6 +75,7 @@ class AudioSocketLeg:
         self._frame = frame_bytes(self.sample_rate)
         self._silence = silence(self.sample_rate)
         self._send_lock = trio.Lock()
+        self._outbox_send, self._outbox = trio.open_memory_channel[bytes](OUTBOX_FRAMES)
         self._closed = False
         self._first = first
         self._warned_rate = False
@@ -97,8 +100,18 @@ class AudioSocketLeg:
         return False
 
     async def pacer_sink(self, frame: bytes | None) -> None:
+        """Hands the frame to :meth:`write_loop` without waiting: the media clock's task
+        calls this, and a slow TCP peer must not hold up other calls."""
         wire = self._bridge.outbound(self._silence if frame is None else frame)
-        await self._send(self._connection.send(Audio(wire, self.wire.rate)))
+        try:
+            self._outbox_send.send_nowait(self._connection.send(Audio(wire, self.wire.rate)))
+        except trio.WouldBlock:
+            log.debug("Asterisk is not reading; dropped an agent frame")
+
+    async def write_loop(self) -> None:
+        """Agent audio out, in order, as fast as the connection takes it."""
+        async for data in self._outbox:
+            await self._send(data)
 
     async def read_loop(self) -> None:
         """Frames from Asterisk until it closes, hangs up, or sends garbage."""
@@ -215,7 +228,7 @@ async def _connection(stream: trio.SocketStream, calls: Calls, g711_law: str) ->
         log.info("AudioSocket %s from %s carries %s; the call runs at %d Hz", event.value, peer, wire, wire.call_rate)
     leg = AudioSocketLeg(stream, connection, str(event.value), peer, wire, first)
     try:
-        await calls.run(leg, [leg.read_loop])
+        await calls.run(leg, [leg.read_loop, leg.write_loop])
     finally:
         await leg.close()
 
