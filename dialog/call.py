@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 import trio
 
+from media.ambience import AmbienceSound
 from media.audio import FRAME_MS, duration_ms
+from media.recorder import CallRecorder
 from media.vad import SpeechEnd, SpeechStart, VadBatcher, VadConfig, VadSegmenter
 from providers.base import ASR, TTS
 
@@ -44,6 +46,12 @@ class CallServices:
     listen_timeout: float = 10.0
     #: Scores all calls' VAD windows in shared model runs; None: each call runs its own.
     vad_batcher: VadBatcher | None = None
+    #: Looped under the agent, by call rate (none: no ambience).
+    ambience: dict[int, AmbienceSound] = field(default_factory=dict)
+    #: Noise for the agent's silences, by call rate (none: silence).
+    comfort_noise: dict[int, AmbienceSound] = field(default_factory=dict)
+    #: Where each call's stereo recording goes; None: not recorded.
+    recordings_dir: str | None = None
 
 
 class CallEnded(Exception):
@@ -53,7 +61,9 @@ class CallEnded(Exception):
 class Call:
     """One phone call, as a dialog drives it."""
 
-    def __init__(self, leg: Leg, services: CallServices, nursery: trio.Nursery) -> None:
+    def __init__(self, leg: Leg, services: CallServices, nursery: trio.Nursery,
+                 recorder: CallRecorder | None = None) -> None:
+        """``recorder``: the call's recording, which the ears give the caller's audio."""
         self.id = leg.call_id
         self.caller = leg.caller
         self.services = services
@@ -63,6 +73,7 @@ class Call:
         self.transcript = Transcript(services.transcripts_dir, leg.call_id)
         self._leg = leg
         self._nursery = nursery
+        self._recorder = recorder
         self._answered = False
         self._speaking: trio.CancelScope | None = None
         send, self._transcripts = trio.open_memory_channel[str](TRANSCRIPT_QUEUE)
@@ -188,6 +199,8 @@ class Call:
         utterance: trio.MemorySendChannel[bytes] | None = None
         try:
             async for frame in self._leg.inbound:
+                if self._recorder is not None:
+                    self._recorder.caller(frame)
                 if utterance is None:
                     preroll.append(frame)
                 else:

@@ -11,6 +11,8 @@ import logging
 
 import trio
 
+from media.recorder import CallRecorder
+
 from .call import Call, CallServices
 from .leg import Leg
 from .plugins import Handler
@@ -22,9 +24,10 @@ APOLOGY = "Sorry, something went wrong. Goodbye."
 APOLOGY_TIMEOUT = 8.0
 
 
-async def run_dialog(leg: Leg, services: CallServices, handler: Handler, nursery: trio.Nursery) -> None:
+async def run_dialog(leg: Leg, services: CallServices, handler: Handler, nursery: trio.Nursery,
+                     recorder: CallRecorder | None = None) -> None:
     """Run ``handler`` for the call on ``leg``; returns when the dialog is done."""
-    call = Call(leg, services, nursery)
+    call = Call(leg, services, nursery, recorder)
     await call.transcript.write("start", caller=leg.caller)
     try:
         nursery.start_soon(call.run_ears)

@@ -19,7 +19,9 @@ from dialog.call import CallServices
 from dialog.leg import Leg
 from dialog.plugins import Handler
 from dialog.runner import run_dialog
-from media.pacer import MediaClock
+from media.ambience import Ambience
+from media.pacer import MediaClock, Sink
+from media.recorder import CallRecorder, open_recording
 
 from .log import CALL_ID
 
@@ -54,21 +56,53 @@ class Calls:
         started = time.monotonic()
         log.info("call started from %s", leg.caller or "unknown caller")
         self.live[leg.call_id] = leg
+        recorder = self._recorder(leg)
         try:
             async with trio.open_nursery() as nursery:
                 leg.cancel_scope = nursery.cancel_scope
                 for task in media_tasks:
                     nursery.start_soon(task)
-                await nursery.start(leg.pacer.run, leg.pacer_sink, self.clock)
-                await run_dialog(leg, self.services, self.handler, nursery)
+                await nursery.start(leg.pacer.run, self._outbound(leg, recorder), self.clock)
+                await run_dialog(leg, self.services, self.handler, nursery, recorder)
                 nursery.cancel_scope.cancel()
         except Exception:
             log.exception("call failed")
             leg.end_reason = leg.end_reason or "internal error"
         finally:
+            if recorder is not None:
+                recorder.close()
             self.live.pop(leg.call_id, None)
             log.info("call ended after %.1f s: %s", time.monotonic() - started,
                      leg.end_reason or "dialog finished")
+
+    def _recorder(self, leg: ServerLeg) -> CallRecorder | None:
+        folder = self.services.recordings_dir
+        if not folder:
+            return None
+        try:
+            return open_recording(folder, leg.call_id, leg.sample_rate)
+        except OSError as exc:
+            log.error("cannot record the call: %s", exc)
+            return None
+
+    def _outbound(self, leg: ServerLeg, recorder: CallRecorder | None) -> Sink:
+        """The pacer's sink for the call: ambience and comfort noise mixed in, the result
+        recorded, then sent."""
+        rate = leg.sample_rate
+        mixers = [Ambience(sound) for sound in [self.services.ambience.get(rate)] if sound is not None]
+        mixers += [Ambience(sound, only_in_silence=True)
+                   for sound in [self.services.comfort_noise.get(rate)] if sound is not None]
+        if not mixers and recorder is None:
+            return leg.pacer_sink
+
+        async def outbound(frame: bytes | None) -> None:
+            for mixer in mixers:
+                frame = mixer.mix(frame)
+            if recorder is not None:
+                recorder.agent(frame)
+            await leg.pacer_sink(frame)
+
+        return outbound
 
     async def shutdown(self) -> None:
         """Hang up every call (BYE, hangup frame); cancel those that do not finish in time."""

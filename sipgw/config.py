@@ -166,6 +166,21 @@ class TranscriptConfig:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    """What a call sounds like beyond the agent's voice, and what is kept of it."""
+
+    #: A WAV file looped under the agent (an office, a shop); empty: none.
+    ambience: str = ""
+    #: Its level relative to the file's own, in dB (negative: quieter).
+    ambience_level_db: float = -20.0
+    #: Noise filling the agent's silences, RMS in dBFS (e.g. -65); 0: none, the line is
+    #: silent between sentences (over RTP: no packets at all).
+    comfort_noise_dbfs: float = 0.0
+    #: Directory for one stereo WAV per call (caller left, agent right); empty: none.
+    recordings: str = ""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
@@ -180,6 +195,7 @@ class Config:
     tts: TtsConfig = field(default_factory=TtsConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where this configuration came from, for messages; not a TOML key.
     source: str = field(default=EMBEDDED, metadata={"toml": False})
@@ -317,6 +333,11 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(src, "rtp.port_min", f"expected 1024..65534, got {rtp.port_min}")
     if not (rtp.port_min < rtp.port_max <= 65535):
         raise ConfigError(src, "rtp.port_max", f"expected {rtp.port_min + 1}..65535, got {rtp.port_max}")
+    if not -60.0 <= config.audio.ambience_level_db <= 20.0:
+        raise ConfigError(src, "audio.ambience_level_db", f"expected -60..20 dB, got {config.audio.ambience_level_db}")
+    if not (config.audio.comfort_noise_dbfs == 0.0 or -96.0 <= config.audio.comfort_noise_dbfs <= -30.0):
+        raise ConfigError(src, "audio.comfort_noise_dbfs",
+                          f"expected 0 (off) or -96..-30 dBFS, got {config.audio.comfort_noise_dbfs}")
     if config.audiosocket.g711_law not in LAWS:
         raise ConfigError(src, "audiosocket.g711_law",
                           f"expected one of {', '.join(LAWS)}, got {config.audiosocket.g711_law!r}")

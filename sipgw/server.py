@@ -23,6 +23,7 @@ import trio
 
 from dialog.call import CallServices
 from dialog.plugins import PluginError, load_handler
+from media.ambience import comfort_noise, load_ambience
 from media.pacer import TICK_S, MediaClock
 from media.vad import VadBatcher
 from media.vad import session as vad_session
@@ -33,6 +34,9 @@ from .audiosocket.server import serve_audiosocket
 from .calls import Calls
 from .config import Config, ConfigError, HostPort
 from .sip_server import SipServer
+
+#: The rates a call runs at (those of the VAD): 8 kHz narrowband, 16 kHz wideband.
+CALL_RATES = (8000, 16000)
 
 log = logging.getLogger("trivox.server")
 
@@ -73,6 +77,14 @@ def prepare(config: Config) -> Calls:
         vad_session()  # load the model now: a missing one stops start-up, not the first call
     except RuntimeError as exc:
         raise ConfigError(config.source, "vad", str(exc)) from None
+    audio = config.audio
+    try:
+        ambience = {rate: load_ambience(audio.ambience, rate, audio.ambience_level_db)
+                    for rate in CALL_RATES} if audio.ambience else {}
+    except ValueError as exc:
+        raise ConfigError(config.source, "audio.ambience", str(exc)) from None
+    comfort = {rate: comfort_noise(rate, audio.comfort_noise_dbfs)
+               for rate in CALL_RATES} if audio.comfort_noise_dbfs else {}
     services = CallServices(
         asr=asr,
         tts=tts_provider,
@@ -81,6 +93,9 @@ def prepare(config: Config) -> Calls:
         greeting=config.dialog.greeting,
         listen_timeout=config.dialog.listen_timeout,
         vad_batcher=VadBatcher(),
+        ambience=ambience,
+        comfort_noise=comfort,
+        recordings_dir=audio.recordings or None,
     )
     return Calls(services, handler, MediaClock())
 

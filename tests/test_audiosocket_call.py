@@ -7,10 +7,13 @@ bytes, to prove trivox assumes no frame size), like Asterisk's AudioSocket appli
 from __future__ import annotations
 
 import uuid
+import wave
 
+import numpy as np
 import pytest
 import trio
 
+from tests.conftest import start_trivox
 from tests.phone import SPEECH_RMS, Asterisk, frame, transcript_events
 from tests.speech import speak
 
@@ -94,8 +97,6 @@ async def test_trivox_hangup_sends_hangup_frame_on_shutdown(trivox):
 
 
 async def test_dtmf_frames_reach_the_dialog(tmp_path):
-    from tests.conftest import start_trivox
-
     server = start_trivox(tmp_path, dialog="read_back_digits")
     try:
         client = await Asterisk.connect(server.audiosocket)
@@ -148,3 +149,47 @@ async def test_channel_driver_formats_are_served(trivox, wire):
     # makes of a cold first utterance varies; test_audiosocket_wire.py checks the
     # decoding and resampling sample by sample.)
     assert caller and f"You said: {caller[0]}" in [e["text"] for e in mine if e["kind"] == "agent"]
+
+
+async def test_recording_ambience_and_comfort_noise_survive_a_killed_server(tmp_path):
+    recordings = tmp_path / "recordings"
+    ambience = tmp_path / "room.wav"
+    with wave.open(str(ambience), "wb") as wav:
+        wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(16000)
+        n = np.arange(16000 * 2)
+        wav.writeframes((np.sin(2 * np.pi * 3000 * n / 16000) * 3000).astype("<i2").tobytes())
+    server = start_trivox(tmp_path, f'[audio]\nambience = "{ambience}"\nambience_level_db = -30.0\n'
+                                    f'comfort_noise_dbfs = -60.0\nrecordings = "{recordings}"\n')
+    try:
+        client = await Asterisk.connect(server.audiosocket)
+        utterance = speak("hello world", 8000)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read)
+            nursery.start_soon(client.send_audio)
+            greeting_at = await client.wait_for_speech(0.0, timeout=30)
+            await client.wait_for_quiet(greeting_at, timeout=30)
+            await client.say_all(utterance)
+            await trio.sleep(1.5)
+            server.process.kill()  # SIGKILL mid-call: no chance to close the file
+            with trio.fail_after(10):
+                await client.closed.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        server.stop()
+    # What the caller heard between the agent's sentences is not digital silence: the
+    # ambience (3 kHz at -30 dB of its file) with comfort noise under it.
+    quiet = [pcm for when, pcm, energy in client.received if greeting_at + 1 < when and energy < SPEECH_RMS]
+    assert quiet and all(any(pcm) for pcm in quiet[-20:])
+    tail = np.frombuffer(b"".join(quiet[-20:]), dtype="<i2").astype(float)
+    freqs = np.fft.rfftfreq(len(tail), 1 / 8000)
+    assert abs(freqs[np.argmax(np.abs(np.fft.rfft(tail)))] - 3000) < 20
+    # The recording is a valid WAV up to its last whole second before the kill.
+    with wave.open(str(recordings / f"{client.call}.wav"), "rb") as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 8000)
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    left, right = frames[0::2].astype(float), frames[1::2].astype(float)
+    seconds = len(left) / 8000
+    assert seconds >= 3.0
+    per_second = lambda x: [np.sqrt(np.mean(x[i:i + 8000] ** 2)) for i in range(0, len(x) - 7999, 8000)]  # noqa: E731
+    assert max(per_second(right)) > SPEECH_RMS  # the greeting, on the agent's side
+    assert max(per_second(left)) > SPEECH_RMS  # "hello world", on the caller's side
