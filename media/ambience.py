@@ -35,7 +35,8 @@ def _mix(frame: bytes | None, extra: np.ndarray) -> bytes:
     if frame is None:
         out = extra
     else:
-        out = np.frombuffer(frame, dtype="<i2").astype(np.float32) + extra
+        samples = np.frombuffer(frame[:len(frame) - len(frame) % 2], dtype="<i2").astype(np.float32)
+        out = samples + np.resize(extra, len(samples))  # a frame of another size is not fatal
     return np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes()
 
 

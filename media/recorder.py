@@ -15,6 +15,7 @@ arrived), so the two channels stay in step however the caller's audio is deliver
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import struct
@@ -35,6 +36,7 @@ MAX_BACKLOG_FRAMES = 50
 HEADER_SIZE = 44
 CHANNELS = 2
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_NAME = 128
 
 
 def _header(rate: int, data_bytes: int) -> bytes:
@@ -114,14 +116,25 @@ class CallRecorder:
 
 
 def recording_path(directory: str | Path, call_id: str) -> Path:
-    """A file name for the call: its id with anything unsafe in a path replaced (a SIP
-    Call-ID may hold '@', '/', or anything else a peer chose)."""
-    name = _UNSAFE.sub("_", call_id).strip("._") or "call"
-    return Path(directory) / f"{name[:128]}.wav"
+    """A file name for the call: its id, when that is safe in a path as it is (UUIDs,
+    most Call-IDs). Otherwise ('@', '/', anything a peer chose) the unsafe characters
+    become '_' and a hash of the whole id is added, so that two ids that differ only in
+    those characters still get two files."""
+    name = _UNSAFE.sub("_", call_id).strip("._")[:MAX_NAME] or "call"
+    if name != call_id:
+        name += "-" + hashlib.sha1(call_id.encode(errors="replace")).hexdigest()[:10]
+    return Path(directory) / f"{name}.wav"
 
 
 def open_recording(directory: str | Path, call_id: str, rate: int) -> CallRecorder:
-    """A recorder writing into ``directory`` (made if missing)."""
+    """A recorder writing into ``directory`` (made if missing); an existing recording is
+    never overwritten: a second call with the same id gets "-2", "-3"..."""
     path = recording_path(directory, call_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return CallRecorder(open(path, "wb"), rate)
+    for attempt in range(1, 100):
+        candidate = path if attempt == 1 else path.with_name(f"{path.stem}-{attempt}.wav")
+        try:
+            return CallRecorder(open(candidate, "xb"), rate)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: 99 recordings of this call id already exist")

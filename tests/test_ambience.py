@@ -84,3 +84,8 @@ def test_comfort_noise_fills_silence_at_its_level_and_leaves_speech_alone(rate):
     assert spectrum[:quarter].sum() > spectrum[-quarter:].sum()
     speech = sine(200, 0.02, rate).astype("<i2").tobytes()
     assert noise.mix(speech) == speech
+
+
+def test_a_frame_of_another_size_is_mixed_not_fatal():
+    ambience = Ambience(AmbienceSound(sine(440, 1.0), RATE, 0.0))
+    assert len(ambience.mix(bytes(100))) == 100

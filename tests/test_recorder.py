@@ -85,11 +85,28 @@ def test_a_killed_process_leaves_all_but_the_last_second(tmp_path):
     assert set(np.unique(right)) == {16}
 
 
-def test_file_names_are_safe_and_recognisable(tmp_path):
-    assert recording_path(tmp_path, "a84b4c76e66710@pc33.atlanta.com").name == "a84b4c76e66710_pc33.atlanta.com.wav"
-    assert recording_path(tmp_path, "../../etc/passwd").name == "etc_passwd.wav"
-    assert recording_path(tmp_path, "///").name == "call.wav"
-    assert recording_path(tmp_path, "x" * 500).name == "x" * 128 + ".wav"
+def test_file_names_are_safe_recognisable_and_distinct(tmp_path):
+    assert recording_path(tmp_path, "5b8c3f1e-9d2a-4c1b-8e7f-0a1b2c3d4e5f").name == \
+        "5b8c3f1e-9d2a-4c1b-8e7f-0a1b2c3d4e5f.wav"  # a safe id is the name as it is
+    at = recording_path(tmp_path, "a84b4c76e66710@pc33.atlanta.com").name
+    assert at.startswith("a84b4c76e66710_pc33.atlanta.com-") and at.endswith(".wav")
+    assert recording_path(tmp_path, "../../etc/passwd").parent == tmp_path
+    assert recording_path(tmp_path, "../../etc/passwd").name.startswith("etc_passwd-")
+    assert recording_path(tmp_path, "///").name.startswith("call-")
+    assert len(recording_path(tmp_path, "x" * 500).name) < 150
+    # Ids that differ only in characters a path cannot hold still get files of their own.
+    names = {recording_path(tmp_path, call_id).name for call_id in ("a@b", "a/b", "a b", "a_b")}
+    assert len(names) == 4
+
+
+def test_a_repeated_call_id_never_overwrites_a_recording(tmp_path):
+    first = open_recording(tmp_path, "same", RATE)
+    first.agent(tagged(7))
+    first.close()
+    second = open_recording(tmp_path, "same", RATE)
+    second.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same-2.wav", "same.wav"]
+    assert int(channels(tmp_path / "same.wav")[1][0]) == 7
 
 
 def test_frames_of_the_wrong_size_are_fitted_not_fatal(tmp_path):
