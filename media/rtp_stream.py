@@ -223,7 +223,7 @@ class RtpStream:
         datagram = None if self.held else self._next_datagram(frame, now)
         if datagram is not None:
             self._send(self._sockets.rtp, datagram, self.remote)
-        if now >= self.rtcp.next_report and self._latched:
+        if now >= self.rtcp.next_report and self.remote[1]:  # port 0: no peer address yet
             self._send(self._sockets.rtcp, self.rtcp.report(now, now + unix_offset), self._rtcp_target())
         self._play_out()
 
