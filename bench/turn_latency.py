@@ -33,10 +33,7 @@ async def one_call(address: tuple[str, int], sentence: bytes) -> float:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.read)
         nursery.start_soon(client.send_audio)
-        greeting = await client.wait_for_speech(0.0, timeout=30)
-        await client.wait_for_quiet(greeting, timeout=30)
-        spoken_end = await client.say_all(sentence)
-        reply = await client.wait_for_speech(spoken_end, timeout=20)
+        spoken_end, reply = await client.converse(sentence)
         await client.send_frame(frame(0x00))
         nursery.cancel_scope.cancel()
     return reply - spoken_end

@@ -34,6 +34,24 @@ MAX_LAG_TICKS = 3
 Sink = Callable[[bytes | None], Awaitable[None]]
 
 
+class _Grid:
+    """Ticks at ``start + n * 20 ms``: a late wake-up shortens the next sleep, and a stall
+    of more than ``MAX_LAG_TICKS`` skips the missed ticks rather than bursting them."""
+
+    def __init__(self) -> None:
+        self._start = trio.current_time()
+        self._tick = 0
+
+    async def next(self) -> int:
+        """Sleep until the next tick; returns how many were skipped on the way."""
+        self._tick += 1
+        behind = int((trio.current_time() - self._start) / TICK_S) - self._tick
+        skipped = behind if behind > MAX_LAG_TICKS else 0
+        self._tick += skipped
+        await trio.sleep_until(self._start + self._tick * TICK_S)
+        return skipped
+
+
 class MediaClock:
     """The 20 ms grid shared by every call's pacer; :meth:`run` keeps it.
 
@@ -52,8 +70,7 @@ class MediaClock:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Tick until cancelled."""
-        start = trio.current_time()
-        tick = 0
+        grid = _Grid()
         task_status.started()
         while True:
             for pacer, sink in list(self._members.items()):
@@ -62,12 +79,7 @@ class MediaClock:
                 except Exception as exc:
                     self.leave(pacer)
                     pacer.fail(exc)
-            tick += 1
-            behind = int((trio.current_time() - start) / TICK_S) - tick
-            if behind > MAX_LAG_TICKS:
-                self.skipped_ticks += behind
-                tick += behind
-            await trio.sleep_until(start + tick * TICK_S)
+            self.skipped_ticks += await grid.next()
 
     def join(self, pacer: Pacer, sink: Sink) -> None:
         self._members[pacer] = sink
@@ -184,16 +196,10 @@ class Pacer:
                 raise self._failure
             finally:
                 clock.leave(self)
-        start = trio.current_time()
-        tick = 0
+        grid = _Grid()
         while True:
             await self.tick(sink)
-            tick += 1
-            behind = int((trio.current_time() - start) / TICK_S) - tick
-            if behind > MAX_LAG_TICKS:
-                self.skipped_ticks += behind
-                tick += behind
-            await trio.sleep_until(start + tick * TICK_S)
+            self.skipped_ticks += await grid.next()
 
     def fail(self, exc: Exception) -> None:
         """The clock's call of our sink raised: re-raise it in :meth:`run`'s task."""

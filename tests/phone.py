@@ -166,6 +166,14 @@ class Asterisk:
                 await trio.sleep(0.02)
         return self.last_speech_sent
 
+    async def converse(self, utterance: bytes) -> tuple[float, float]:
+        """Wait out the greeting, say ``utterance``, and wait for the agent's reply to
+        start; returns (end of our speech, start of the reply)."""
+        greeting = await self.wait_for_speech(0.0, timeout=30)
+        await self.wait_for_quiet(greeting, timeout=30)
+        spoken_end = await self.say_all(utterance)
+        return spoken_end, await self.wait_for_speech(spoken_end, timeout=20)
+
     async def wait_for_speech(self, after: float, timeout: float) -> float:
         with trio.fail_after(timeout):
             while True:

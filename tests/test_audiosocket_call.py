@@ -126,10 +126,7 @@ async def test_channel_driver_formats_are_served(trivox, wire):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.read)
         nursery.start_soon(client.send_audio)
-        greeting_at = await client.wait_for_speech(0.0, timeout=30)
-        await client.wait_for_quiet(greeting_at, timeout=30)
-        spoken_end = await client.say_all(utterance)
-        reply_at = await client.wait_for_speech(spoken_end, timeout=20)
+        _, reply_at = await client.converse(utterance)
         await client.wait_for_quiet(reply_at, timeout=30)
         await client.send_frame(frame(0x00))
         with trio.fail_after(10):
