@@ -16,9 +16,11 @@ adaptive jitterbuf and WebRTC's NetEq:
   phase between arrival and our tick, kept within ``[min_delay_ms, max_delay_ms]``.
 - **Adapting without clicks.** Talk-spurt starts (a sender's silence suppression, a
   timestamp jump) re-anchor playout at the target delay, where a change is inaudible.
-  Inside a spurt, when the lowest buffer level of the last second is a frame above the
-  target, one frame is dropped (a quiet one, or any after a second of pressure,
-  cross-faded into the next); when it is a frame below, a concealment frame is inserted.
+  Inside a spurt, the buffer's delay is how long a packet on the fastest path waits for
+  its playout. Every half second, the least delay of the period is compared with the
+  target: for each whole frame too much, one frame is dropped (a quiet one, or any once
+  a quarter second has passed without one, cross-faded into the next); for each whole
+  frame too little, a concealment frame is inserted; at most three either way.
 - **Loss.** A hole between packets (a gap in the sequence numbers) is concealed by
   :class:`media.plc.Concealer`: pitch repetition fading out, never a click of silence.
   A packet whose time has passed is late: dropped and counted. Nothing buffered at all
@@ -70,7 +72,8 @@ class JitterStats:
     ``lost`` counts packets missing from the sequence at playout (late ones included);
     ``late`` those that arrived after their time; ``concealed`` frames of 20 ms that held
     invented audio; ``expanded``/``shrunk`` frames inserted or dropped to follow the
-    target. ``delay_ms`` is the audio buffered ahead of playout at the last tick.
+    target. ``delay_ms`` is the buffer's delay as the last packet saw it: how long a
+    packet on the fastest path waits between arrival and playout.
     """
 
     received: int = 0
@@ -129,7 +132,8 @@ class TransitWindow:
 class JitterBuffer:
     """Reorders, times and decodes one RTP stream of one codec."""
 
-    def __init__(self, codec: Codec, *, min_delay_ms: int = DEFAULT_MIN_DELAY_MS, max_delay_ms: int = DEFAULT_MAX_DELAY_MS) -> None:
+    def __init__(self, codec: Codec, *, min_delay_ms: int = DEFAULT_MIN_DELAY_MS,
+                 max_delay_ms: int = DEFAULT_MAX_DELAY_MS) -> None:
         if not 0 <= min_delay_ms <= max_delay_ms:
             raise ValueError(f"jitter delay bounds {min_delay_ms}..{max_delay_ms} ms are not in order")
         self.codec = codec
@@ -219,7 +223,6 @@ class JitterBuffer:
         if self._playing and ext + units <= self._play:
             self.stats.late += 1
             return
-        assert self._newest_seq is not None or not self._packets
         if self._newest_seq is not None and seq_delta(packet.sequence, self._newest_seq) < 0:
             self.stats.reordered += 1
         else:
@@ -296,7 +299,8 @@ class JitterBuffer:
             packet = self._packets.pop(self._play, None)
             if packet is not None:
                 self._note_played(packet)
-                self._tail = np.frombuffer(self._decoder(packet.payload_type).decode(packet.payload), dtype="<i2").astype(np.int16)
+                pcm = self._decoder(packet.payload_type).decode(packet.payload)
+                self._tail = np.frombuffer(pcm, dtype="<i2").astype(np.int16)
                 continue
             chunk = self._gap(need)
             if chunk is None:
@@ -315,12 +319,16 @@ class JitterBuffer:
             sequence_runs_on = self._last_seq is not None and seq_delta(packet.sequence, self._last_seq) == 1
             too_far = (following - self._play) / self._units_per_ms > self.max_delay_ms
             if sequence_runs_on or too_far:
-                return self._stop()  # silence suppression or a jump: a new spurt, re-anchored
+                # Silence suppression or a jump: the spurt ended. This frame fades out, and
+                # the next spurt is re-anchored at the target delay.
+                self._stop()
+                return self._concealer.conceal(need)
             count = min(need, (following - self._play) * self._per_unit)
             self._play += count // self._per_unit
             return self._concealed(count)
         if self._concealer.exhausted:
-            return self._stop()
+            self._stop()
+            return None
         return self._concealed(need)  # an underrun: the play position waits for the packet
 
     def _concealed(self, count: int) -> np.ndarray:
@@ -331,7 +339,6 @@ class JitterBuffer:
         """Playout pauses; the next packets start it again at the target delay."""
         self._playing = False
         self._tail = np.zeros(0, dtype=np.int16)
-        return None
 
     def _drop_late(self) -> None:
         for ext in [ext for ext in self._packets if ext < self._play]:

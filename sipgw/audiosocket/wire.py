@@ -22,28 +22,20 @@ resampler's block-wise output never reaches Asterisk as bursts.
 
 from __future__ import annotations
 
-import sys
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from media.audio import SAMPLE_WIDTH, frame_bytes
+from media.audio import frame_bytes
+from media.codecs import PCMA, PCMU
 from media.resample import Resampler
-
-if sys.version_info >= (3, 13):
-    import audioop  # the audioop-lts distribution
-else:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop
 
 #: Bytes in 20 ms of G.711 at 8 kHz: one byte a sample.
 G711_FRAME = 160
 #: Low latency matters more than a filter's last decibels on a phone line; at "LQ", soxr
 #: holds back tens of milliseconds where "HQ" holds back over a hundred.
 QUALITY = "LQ"
-_DECODE = {"ulaw": audioop.ulaw2lin, "alaw": audioop.alaw2lin}
+_DECODE = {"ulaw": PCMU.transcoder().decode, "alaw": PCMA.transcoder().decode}  # G.711 keeps no state
 LAWS = ("auto", "ulaw", "alaw")
 
 
@@ -73,7 +65,7 @@ def detect(payload: bytes, rate: int, law: str = "auto") -> WireFormat:
 
 def guess_law(payload: bytes) -> str:
     """mu-law or A-law: the law under which the audio is smoother (see the module text)."""
-    scores = {name: _roughness(decode(payload, SAMPLE_WIDTH)) for name, decode in _DECODE.items()}
+    scores = {name: _roughness(decode(payload)) for name, decode in _DECODE.items()}
     return "alaw" if scores["alaw"] < scores["ulaw"] else "ulaw"
 
 
@@ -96,7 +88,7 @@ class Bridge:
     def inbound(self, payload: bytes) -> bytes:
         """One message's audio -> signed linear at the call's rate (any length)."""
         if self.wire.encoding != "slin":
-            payload = _DECODE[self.wire.encoding](payload, SAMPLE_WIDTH)
+            payload = _DECODE[self.wire.encoding](payload)
         return self._inbound.process(payload)
 
     def outbound(self, frame: bytes) -> bytes:
