@@ -205,36 +205,64 @@ class VadBatcher:
             while True:
                 deadline += self.interval
                 await trio.sleep_until(deadline)
-                self.flush()
+                await self._flush()
         finally:
             self._running = False
-            self.flush()  # nobody will tick again: answer the waiting windows now
+            self._score(self._take())  # nobody will tick again: answer the waiting windows now
 
     async def score(self, stream: BatchedVad, x: np.ndarray) -> float:
         request = _Request(stream, x)
         self._pending.append(request)
-        if not self._running or len(self._pending) >= self._open:
-            self.flush()
+        if not self._running:
+            self._score(self._take())
+        elif len(self._pending) >= self._open:
+            await self._flush()
         await request.done.wait()
         return request.probability
 
-    def flush(self) -> None:
-        """Run every waiting window now, one model run per sample rate."""
+    async def _flush(self) -> None:
+        """Run every waiting window in a worker thread. onnxruntime lets go of the GIL
+        while it runs, so the event loop goes on meanwhile: a batch of hundreds of windows
+        takes milliseconds, which must not delay the calls' packets. The run is not
+        cancelled halfway: the windows of other calls ride on it."""
+        batches = self._take()
+        if batches:
+            results = await trio.to_thread.run_sync(_infer, batches)
+            self._deliver(batches, results)
+
+    def _take(self) -> dict[int, list[_Request]]:
         pending, self._pending = self._pending, []
         by_rate: dict[int, list[_Request]] = defaultdict(list)
         for request in pending:
             by_rate[request.stream.sample_rate].append(request)
-        for rate, requests in by_rate.items():
-            x = np.concatenate([r.x for r in requests], axis=0)
-            state = np.concatenate([r.stream.state for r in requests], axis=1)
-            output, states = session().run(None, {"input": x, "state": state,
-                                                  "sr": np.array(rate, dtype=np.int64)})
+        return by_rate
+
+    def _score(self, batches: dict[int, list[_Request]]) -> None:
+        """Run ``batches`` here and now (no batcher task: nothing else is waiting)."""
+        if batches:
+            self._deliver(batches, _infer(batches))
+
+    def _deliver(self, batches: dict[int, list[_Request]],
+                 results: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        for rate, requests in batches.items():
+            output, states = results[rate]
             self.runs += 1
             self.windows += len(requests)
             for i, request in enumerate(requests):
                 request.stream.finish(request.x, states[:, i:i + 1])
                 request.probability = float(output[i, 0])
                 request.done.set()
+
+
+def _infer(batches: dict[int, list[_Request]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """One model run per sample rate: (probabilities, new states) of each batch."""
+    results = {}
+    for rate, requests in batches.items():
+        x = np.concatenate([r.x for r in requests], axis=0)
+        state = np.concatenate([r.stream.state for r in requests], axis=1)
+        output, states = session().run(None, {"input": x, "state": state, "sr": np.array(rate, dtype=np.int64)})
+        results[rate] = (output, states)
+    return results
 
 
 class BatchedVad(_Stream):

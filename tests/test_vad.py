@@ -222,7 +222,10 @@ async def test_batched_probabilities_equal_each_stream_run_alone(autojump_clock,
         assert batcher.runs == batcher.windows
 
 
-async def test_a_lone_stream_is_scored_at_once_without_waiting_for_a_tick(autojump_clock):
+async def test_a_lone_stream_is_scored_at_once_without_waiting_for_a_tick(mock_clock):
+    # The fake clock moves only after a real second with every task blocked: time enough
+    # for the model's worker thread, so any time that passes here is a tick waited for.
+    mock_clock.autojump_threshold = 1.0
     batcher = VadBatcher()
     async with trio.open_nursery() as nursery:
         await nursery.start(batcher.run)
