@@ -88,10 +88,11 @@ class Calls:
     def _outbound(self, leg: ServerLeg, recorder: CallRecorder | None) -> Sink:
         """The pacer's sink for the call: ambience and comfort noise mixed in, the result
         recorded, then sent."""
-        rate = leg.sample_rate
-        mixers = [Ambience(sound) for sound in [self.services.ambience.get(rate)] if sound is not None]
-        mixers += [Ambience(sound, only_in_silence=True)
-                   for sound in [self.services.comfort_noise.get(rate)] if sound is not None]
+        mixers = []
+        if (ambience := self.services.ambience.get(leg.sample_rate)) is not None:
+            mixers.append(Ambience(ambience))
+        if (noise := self.services.comfort_noise.get(leg.sample_rate)) is not None:
+            mixers.append(Ambience(noise, only_in_silence=True))
         if not mixers and recorder is None:
             return leg.pacer_sink
 
