@@ -199,10 +199,10 @@ class RtpStream:
 
     async def send_digits(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> bool:
         """Send RFC 4733 key presses in place of audio on the coming ticks, and return once
-        the last end packet is out; False at once when the SDP agreed no telephone-event.
-        Agent audio the pacer hands over meanwhile is not sent: a key press and speech
-        cannot share the one stream."""
-        if self.event_payload_type is None:
+        the last end packet is out; False at once when the SDP agreed no telephone-event
+        or the caller has put us on hold (nothing would be sent). Agent audio the pacer
+        hands over meanwhile is not sent: a key press and speech cannot share the stream."""
+        if self.event_payload_type is None or self.held:
             return False
         self._dtmf_out.send(digits, duration_ms)
         if self._digits_sent.is_set():

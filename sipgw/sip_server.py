@@ -106,7 +106,8 @@ class SipLeg:
     async def send_digits(self, digits: str) -> bool:
         """RFC 4733 events in the RTP stream, when the SDP agreed telephone-event."""
         if not await self.rtp.send_digits(digits):
-            log.warning("cannot send DTMF %s: the caller's SDP has no telephone-event", digits)
+            log.warning("cannot send DTMF %s: the caller's SDP has no telephone-event, or we are on hold",
+                        digits)
             return False
         return True
 
