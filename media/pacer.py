@@ -32,6 +32,8 @@ TICK_S = FRAME_MS / 1000
 MAX_LAG_TICKS = 3
 
 Sink = Callable[[bytes | None], Awaitable[None]]
+#: What runs after every pacer of the clock has sent its tick's frame.
+After = Callable[[], None]
 
 
 class _Grid:
@@ -56,15 +58,17 @@ class MediaClock:
     """The 20 ms grid shared by every call's pacer; :meth:`run` keeps it.
 
     Each tick, the clock task itself runs every member pacer's tick, one after another in
-    the order they joined. That order is the same every tick, so each call's packets
-    leave at a steady offset within the tick: the send interval stays 20 ms however
-    many calls there are. A sink must therefore not block (RTP sends without waiting;
-    AudioSocket hands its frame to the connection's writer task). A sink that raises
-    fails only its own call: the exception is raised in that call's pacer task.
+    the order they joined, and then every member's ``after`` (the receive half of an RTP
+    call). That order is the same every tick, and no receive work comes between two
+    sends, so each call's packets leave at a steady offset within the tick: the send
+    interval stays 20 ms however many calls there are. A sink must therefore not block
+    (RTP sends without waiting; AudioSocket hands its frame to the connection's writer
+    task). A sink or ``after`` that raises fails only its own call: the exception is
+    raised in that call's pacer task.
     """
 
     def __init__(self) -> None:
-        self._members: dict[Pacer, Sink] = {}
+        self._members: dict[Pacer, tuple[Sink, After | None]] = {}
         #: Ticks given up after the process stalled (a health metric).
         self.skipped_ticks = 0
 
@@ -73,16 +77,26 @@ class MediaClock:
         grid = _Grid()
         task_status.started()
         while True:
-            for pacer, sink in list(self._members.items()):
+            members = list(self._members.items())
+            for pacer, (sink, _) in members:
                 try:
                     await pacer.tick(sink)
                 except Exception as exc:
-                    self.leave(pacer)
-                    pacer.fail(exc)
+                    self._fail(pacer, exc)
+            for pacer, (_, after) in members:
+                try:
+                    if after is not None and pacer in self._members:
+                        after()
+                except Exception as exc:
+                    self._fail(pacer, exc)
             self.skipped_ticks += await grid.next()
 
-    def join(self, pacer: Pacer, sink: Sink) -> None:
-        self._members[pacer] = sink
+    def _fail(self, pacer: Pacer, exc: Exception) -> None:
+        self.leave(pacer)
+        pacer.fail(exc)
+
+    def join(self, pacer: Pacer, sink: Sink, after: After | None = None) -> None:
+        self._members[pacer] = (sink, after)
 
     def leave(self, pacer: Pacer) -> None:
         self._members.pop(pacer, None)
@@ -176,10 +190,11 @@ class Pacer:
         self._frames.append((self._utterance, frame))
 
     async def run(
-        self, sink: Sink, clock: MediaClock | None = None, *,
+        self, sink: Sink, clock: MediaClock | None = None, *, after: After | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Tick forever: ``await sink(frame)``, or ``sink(None)`` when nothing is queued.
+        """Tick forever: ``await sink(frame)``, or ``sink(None)`` when nothing is queued,
+        then ``after()``.
 
         ``None`` lets the sink choose: RTP suppresses the packet (and marks the next
         talk-spurt), AudioSocket sends silence. With a ``clock``, its task ticks this
@@ -189,7 +204,7 @@ class Pacer:
         task_status.started()
         if clock is not None:
             self._failed = trio.Event()
-            clock.join(self, sink)
+            clock.join(self, sink, after)
             try:
                 await self._failed.wait()
                 assert self._failure is not None
@@ -199,6 +214,8 @@ class Pacer:
         grid = _Grid()
         while True:
             await self.tick(sink)
+            if after is not None:
+                after()
             self.skipped_ticks += await grid.next()
 
     def fail(self, exc: Exception) -> None:

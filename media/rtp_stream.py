@@ -211,18 +211,28 @@ class RtpStream:
         return True
 
     async def tick(self, frame: bytes | None) -> None:
-        """The pacer's sink, once per 20 ms: read what arrived, send ``frame`` (None:
-        nothing, a silence) or a DTMF event packet in its place, play out one frame, and
-        send an RTCP report when one is due."""
+        """One whole 20 ms tick: :meth:`send`, then :meth:`receive`."""
+        await self.send(frame)
+        self.receive()
+
+    async def send(self, frame: bytes | None) -> None:
+        """The tick's first half, the pacer's sink: send ``frame`` (None: nothing, a
+        silence) or a DTMF event packet in its place. A server runs every call's first
+        half before any second half, so that no call's receive work delays another
+        call's packet."""
+        datagram = None if self.held else self._next_datagram(frame, trio.current_time())
+        if datagram is not None:
+            self._send(self._sockets.rtp, datagram, self.remote)
+
+    def receive(self) -> None:
+        """The tick's second half: read what arrived, play out one frame towards the
+        dialog, and send an RTCP report when one is due."""
         now = trio.current_time()
         unix_offset = time.time() - now  # kernel timestamps are Unix time
         self._receive(now, unix_offset)
         self._ticks += 1
         if self._ticks % RTCP_READ_TICKS == 0:
             self._receive_rtcp(now, unix_offset)
-        datagram = None if self.held else self._next_datagram(frame, now)
-        if datagram is not None:
-            self._send(self._sockets.rtp, datagram, self.remote)
         if now >= self.rtcp.next_report and self.remote[1]:  # port 0: no peer address yet
             self._send(self._sockets.rtcp, self.rtcp.report(now, now + unix_offset), self._rtcp_target())
         self._play_out()

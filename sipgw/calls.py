@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -39,6 +40,9 @@ class ServerLeg(Leg, Protocol):
     async def pacer_sink(self, frame: bytes | None) -> None:
         """Where the pacer delivers each 20 ms tick's frame."""
 
+    def receive_tick(self) -> None:
+        """Each tick's second half, once every call has sent (RTP reads and plays out)."""
+
 
 class Calls:
     """All live calls; lives in the server nursery."""
@@ -62,7 +66,8 @@ class Calls:
                 leg.cancel_scope = nursery.cancel_scope
                 for task in media_tasks:
                     nursery.start_soon(task)
-                await nursery.start(leg.pacer.run, self._outbound(leg, recorder), self.clock)
+                await nursery.start(partial(leg.pacer.run, after=leg.receive_tick),
+                                    self._outbound(leg, recorder), self.clock)
                 await run_dialog(leg, self.services, self.handler, nursery, recorder)
                 nursery.cancel_scope.cancel()
         except Exception:

@@ -123,7 +123,10 @@ class SipLeg:
             self._transfer_send.send_nowait((status, final))
 
     async def pacer_sink(self, frame: bytes | None) -> None:
-        await self.rtp.tick(frame)
+        await self.rtp.send(frame)
+
+    def receive_tick(self) -> None:
+        self.rtp.receive()
 
     def ended(self, reason: str) -> None:
         self.end_reason = self.end_reason or reason

@@ -108,6 +108,9 @@ class AudioSocketLeg:
         except trio.WouldBlock:
             log.debug("Asterisk is not reading; dropped an agent frame")
 
+    def receive_tick(self) -> None:
+        """Nothing: AudioSocket audio is read by :meth:`read_loop` as it comes."""
+
     async def write_loop(self) -> None:
         """Agent audio out, in order, as fast as the connection takes it."""
         async for data in self._outbox:
