@@ -6,12 +6,13 @@ SDP gave until the first valid packet arrives, then to that packet's source (lat
 which is what gets media through a NAT; other sources are ignored from then on.
 
 Everything happens on the call's 20 ms tick (its pacer's, which the server's media
-clock drives): each tick reads the packets that arrived since the last one, sends our
-next frame (or nothing, in a silence; or an RFC 4733 event packet while a key press is
-being sent), plays out one frame from the jitter buffer towards the dialog and, every
-few seconds, sends an RTCP report. Packets are read without waiting, with the kernel's receive timestamps
-(SO_TIMESTAMPNS), so the jitter buffer sees when each packet really arrived, while a
-call costs one wake-up per tick instead of one per packet in and out: at hundreds of
+clock drives), in two halves: :meth:`RtpStream.send` sends our next frame (or nothing, in
+a silence; or an RFC 4733 event packet while a key press is being sent), and once every
+call has sent, :meth:`RtpStream.receive` reads the packets that arrived since the last
+tick, plays out one frame from the jitter buffer towards the dialog and, every few
+seconds, sends an RTCP report. Packets are read without waiting, with the kernel's
+receive timestamps (SO_TIMESTAMPNS), so the jitter buffer sees when each packet really
+arrived, while a call costs no wake-up of its own per packet in or out: at hundreds of
 calls, that is most of a core. Frames are 20 ms at the codec's sample rate (16 kHz for
 G.722 and L16), and the RTP timestamp moves on the codec's clock.
 """
