@@ -7,9 +7,10 @@ a provider resamples to whatever its engine needs, with a streaming resampler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 class ProviderError(Exception):
@@ -53,3 +54,127 @@ class TTS(Protocol):
         An async generator. Cancelling the consumer stops the synthesis promptly, and one
         that is abandoned without being closed holds nothing a later call needs.
         """
+
+
+# --- LLM ------------------------------------------------------------------------------
+
+#: One chat message as the OpenAI chat API shapes it: {"role": ..., "content": ...}, and
+#: for tool use {"role": "assistant", "tool_calls": [...]} / {"role": "tool", ...}.
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it is for, and a JSON schema of its
+    arguments (an "object" schema)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """The next piece of the model's reply text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A complete call of a tool: emitted once its arguments (a JSON text) are whole."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class LlmDone:
+    """The reply is over; ``finish_reason`` as the service gave it ("stop", "tool_calls", "length")."""
+
+    finish_reason: str
+
+
+LlmEvent = TextDelta | ToolCall | LlmDone
+
+
+class LLM(Protocol):
+    name: str
+
+    def chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> AsyncIterator[LlmEvent]:
+        """Stream the model's reply to ``messages``: TextDeltas as they come, each ToolCall
+        once whole, then one LlmDone.
+
+        An async generator. Cancelling the consumer closes the request promptly. Retries
+        (bounded) happen only before the first event: once text has been yielded, a
+        failure is a ProviderError, since the caller may already have heard it.
+        """
+
+
+# --- STS (speech to speech) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentAudio:
+    """Agent speech, s16le at the session's rate."""
+
+    pcm: bytes
+    #: The service's id of the reply item this audio belongs to (for truncate).
+    item_id: str = ""
+
+
+@dataclass(frozen=True)
+class CallerSpeechStarted:
+    """The service heard the caller start talking (barge-in, when the agent is speaking)."""
+
+
+@dataclass(frozen=True)
+class CallerSpeechStopped:
+    """The service heard the caller stop talking."""
+
+
+@dataclass(frozen=True)
+class SpokenText:
+    """A transcript of one side: ``role`` "user" (the caller) or "assistant" (the agent)."""
+
+    role: str
+    text: str
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    """The agent finished a reply (all its audio has been sent to us)."""
+
+
+StsEvent = AgentAudio | CallerSpeechStarted | CallerSpeechStopped | SpokenText | ToolCall | ResponseDone
+
+
+class StsSession(Protocol):
+    """One call's live speech-to-speech conversation."""
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Caller audio: s16le at the session's rate, any chunk size."""
+
+    def events(self) -> AsyncIterator[StsEvent]:
+        """What the service says, in order, until the session ends. A dropped connection
+        or an error the session cannot recover from is a ProviderError."""
+
+    async def truncate(self, item_id: str, played_ms: int) -> None:
+        """Barge-in: the caller heard only ``played_ms`` of reply ``item_id``; the service
+        forgets the rest, and stops sending audio of it."""
+
+    async def tool_result(self, call_id: str, output: str) -> None:
+        """Answer a ToolCall and let the agent go on."""
+
+    async def respond(self, instructions: str = "") -> None:
+        """Ask the agent to speak now (a greeting), optionally with one-off instructions."""
+
+
+class STS(Protocol):
+    name: str
+
+    def connect(self, sample_rate: int, instructions: str,
+                tools: Sequence[ToolSpec] = ()) -> AbstractAsyncContextManager[StsSession]:
+        """A session for audio at ``sample_rate`` Hz, closed when the context exits."""
