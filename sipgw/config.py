@@ -138,24 +138,121 @@ class AudioSocketConfig:
 
 @dataclass(frozen=True)
 class DialogConfig:
-    #: A built-in dialog ("echo") or a plugin as "package.module:function".
+    #: A built-in dialog ("echo", "agent", "realtime") or a plugin as "package.module:function".
     handler: str = "echo"
     greeting: str = "Hello, this is trivox. Say something and I will repeat it."
     #: Seconds listen() waits for the caller before the dialog prompts again.
     listen_timeout: float = 10.0
+    #: User tools the agent's model may call: "package.module:function" names of async
+    #: functions (their docstring and annotations become the tool's description and schema).
+    tools: list[str] = field(default_factory=list)
+    #: Where the built-in transfer tool sends the caller (a SIP URI); empty: no transfer tool.
+    transfer_to: str = ""
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """The OpenAI service (or any OpenAI-compatible one), shared by every OpenAI provider."""
+
+    #: Empty: the OPENAI_API_KEY environment variable. A local server may need none.
+    api_key: str = ""
+    #: Empty: OpenAI's own. Any OpenAI-compatible server works (Ollama, vLLM, llama.cpp).
+    base_url: str = ""
+    timeout: float = 10.0
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class GoogleConfig:
+    """Google Cloud, shared by its Speech-to-Text and Text-to-Speech providers."""
+
+    #: A service-account JSON file; empty: Application Default Credentials.
+    credentials: str = ""
+    #: "HOST:PORT" of the API; empty: Google's own.
+    endpoint: str = ""
 
 
 @dataclass(frozen=True)
 class AsrConfig:
+    #: local (pocketsphinx), openai (per utterance), openai-realtime (streaming),
+    #: google (streaming), avr, or a provider from the trivox.providers entry points.
     type: str = "local"
+    #: Empty: the provider's default model.
+    model: str = ""
+    #: "en", "en-US"...; empty: the provider's default.
+    language: str = ""
+    #: avr: the ASR service's base URL.
+    url: str = ""
+    #: local: spot only these words or phrases (a menu: ["sales", "support"]).
+    keywords: list[str] = field(default_factory=list)
+    #: local: a JSGF grammar file for menu-style dialogs.
+    grammar: str = ""
+    #: openai: words and names to expect (a prompt for the transcription model).
+    prompt: str = ""
+    #: Anything else a third-party provider takes.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    #: Empty: no language model (the echo dialog needs none); openai, avr, or an entry point.
+    type: str = ""
+    model: str = ""
+    temperature: float = 0.7
+    #: 0: the service's limit.
+    max_tokens: int = 0
+    #: The system prompt of the agent dialog.
+    instructions: str = "You are a friendly voice agent on a phone call. Answer in one or two short sentences."
+    #: avr: the LLM service's base URL.
+    url: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TtsConfig:
+    #: local (eSpeak NG), openai, google, avr, or an entry point.
     type: str = "local"
-    voice: str = "en-us"
+    #: Empty: the provider's default ("en-us" for eSpeak, "alloy" for OpenAI).
+    voice: str = ""
+    #: local: words per minute, and pitch 0..99.
     rate: int = 175
     pitch: int = 50
+    model: str = ""
+    #: openai: how to speak (a voice persona: "warm and calm, like a concierge").
+    instructions: str = ""
+    #: google: language of the voice; empty: taken from the voice name.
+    language: str = ""
+    #: openai, google: 1.0 is normal speed.
+    speed: float = 1.0
+    #: avr: the TTS service's base URL.
+    url: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StsConfig:
+    """Speech to speech (the "realtime" dialog): one model hears and speaks."""
+
+    #: Empty: none; openai (the Realtime API), avr (an AVR STS connector), or an entry point.
+    type: str = ""
+    #: Empty: the provider's default (gpt-realtime). OPENAI_MODEL when not set here.
+    model: str = ""
+    #: OPENAI_VOICE.
+    voice: str = ""
+    #: The system prompt; OPENAI_INSTRUCTIONS. Or fetched per call from a URL that answers
+    #: {"system": "..."} (OPENAI_URL_INSTRUCTIONS), or read from a file (OPENAI_FILE_INSTRUCTIONS).
+    instructions: str = ""
+    instructions_url: str = ""
+    instructions_file: str = ""
+    #: OPENAI_TEMPERATURE.
+    temperature: float = 0.8
+    #: 0: no limit. OPENAI_MAX_TOKENS.
+    max_output_tokens: int = 0
+    #: server_vad, semantic_vad (the service cuts turns), or trivox (our own VAD does).
+    turn_detection: str = "server_vad"
+    #: avr: the STS connector's WebSocket URL (ws://host:port).
+    url: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -192,7 +289,11 @@ class Config:
     audiosocket: AudioSocketConfig = field(default_factory=AudioSocketConfig)
     dialog: DialogConfig = field(default_factory=DialogConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
+    sts: StsConfig = field(default_factory=StsConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    google: GoogleConfig = field(default_factory=GoogleConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -202,6 +303,7 @@ class Config:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_TURN_DETECTION = ("server_vad", "semantic_vad", "trivox")
 _CODECS = tuple(CODECS)
 
 
@@ -219,10 +321,53 @@ def load(path: str | os.PathLike[str] | None, env: typing.Mapping[str, str] | No
         raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from None
-    config = _build(Config, document, source, "", os.environ if env is None else env)
+    env = os.environ if env is None else env
+    _avr_sts_environment(document, env)
+    config = _build(Config, document, source, "", env)
     config = dataclasses.replace(config, source=source)
     _check_semantics(config)
     return config
+
+
+#: avr-sts-openai's environment variables and the [sts] keys they stand for, so a
+#: deployment moved from AVR keeps its settings; a key the file sets wins.
+AVR_STS_ENVIRONMENT = {
+    "OPENAI_MODEL": "model",
+    "OPENAI_VOICE": "voice",
+    "OPENAI_INSTRUCTIONS": "instructions",
+    "OPENAI_URL_INSTRUCTIONS": "instructions_url",
+    "OPENAI_FILE_INSTRUCTIONS": "instructions_file",
+    "OPENAI_TEMPERATURE": "temperature",
+    "OPENAI_MAX_TOKENS": "max_output_tokens",
+}
+
+
+def _avr_sts_environment(document: dict[str, Any], env: typing.Mapping[str, str]) -> None:
+    """Fill [sts] keys of an OpenAI speech-to-speech config from AVR's variables.
+
+    They are put into the document as the strings or numbers the file would hold, so
+    the walker checks them like any key (a bad OPENAI_TEMPERATURE is an error naming
+    ``sts.temperature``). AVR's "inf" for no token limit is our 0.
+    """
+    sts = document.get("sts")
+    if not isinstance(sts, dict) or sts.get("type") != "openai":
+        return
+    for variable, key in AVR_STS_ENVIRONMENT.items():
+        if key in sts or variable not in env:
+            continue
+        value: Any = env[variable]
+        if key == "temperature":
+            value = _number(value, float)
+        elif key == "max_output_tokens":
+            value = 0 if value.strip().lower() == "inf" else _number(value, int)
+        sts[key] = value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        return text  # left as a string: the walker reports the key and the type
 
 
 def _build(cls: type, table: dict[str, Any], source: str, prefix: str, env: typing.Mapping[str, str]) -> Any:
@@ -265,6 +410,18 @@ def _convert(hint: Any, raw: Any, source: str, key: str, env: typing.Mapping[str
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ConfigError(source, key, f"expected a number, got {_kind(raw)}")
         return float(raw)
+    if typing.get_origin(hint) is dict:  # free-form options for third-party providers
+        if not isinstance(raw, dict):
+            raise ConfigError(source, key, f"expected a table [{key}], got {_kind(raw)}")
+        return {name: _convert(Any, value, source, f"{key}.{name}", env) for name, value in raw.items()}
+    if hint is Any:
+        if isinstance(raw, str):
+            return _expand_env(raw, source, key, env)
+        if isinstance(raw, list):
+            return [_convert(Any, value, source, f"{key}[{i}]", env) for i, value in enumerate(raw)]
+        if isinstance(raw, dict):
+            return _convert(dict[str, Any], raw, source, key, env)
+        return raw
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if not isinstance(raw, list):
@@ -359,8 +516,13 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(src, "dialog.listen_timeout", f"expected seconds > 0, got {config.dialog.listen_timeout}")
     if config.log.level not in _LOG_LEVELS:
         raise ConfigError(src, "log.level", f"expected one of {', '.join(_LOG_LEVELS)}, got {config.log.level!r}")
-    if config.asr.type != "local":
-        raise ConfigError(src, "asr.type", f'expected "local" (the only ASR built in so far), got {config.asr.type!r}')
-    if config.tts.type != "local":
-        raise ConfigError(src, "tts.type", f'expected "local" (the only TTS built in so far), got {config.tts.type!r}')
+    if config.sts.turn_detection not in _TURN_DETECTION:
+        raise ConfigError(src, "sts.turn_detection",
+                          f"expected one of {', '.join(_TURN_DETECTION)}, got {config.sts.turn_detection!r}")
+    if not 0.0 <= config.llm.temperature <= 2.0:
+        raise ConfigError(src, "llm.temperature", f"expected 0..2, got {config.llm.temperature}")
+    if config.openai.timeout <= 0:
+        raise ConfigError(src, "openai.timeout", f"expected seconds > 0, got {config.openai.timeout}")
+    if not 0 <= config.openai.max_retries <= 10:
+        raise ConfigError(src, "openai.max_retries", f"expected 0..10, got {config.openai.max_retries}")
 

@@ -14,21 +14,25 @@ frame) and its transcript closed, then the root is cancelled.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import ssl
 from functools import partial
+from typing import Any
 
 import trio
 
 from dialog.call import CallServices
 from dialog.plugins import PluginError, load_handler
+from dialog.realtime import RealtimeSettings
+from dialog.tools import ToolError, builtin_tools, by_name, load_tools
 from media.ambience import comfort_noise, load_ambience
 from media.pacer import TICK_S, MediaClock
 from media.vad import VadBatcher
 from media.vad import session as vad_session
 from providers.base import ProviderError
-from providers.registry import build_asr, build_tts
+from providers.registry import KINDS, build
 
 from .audiosocket.server import serve_audiosocket
 from .calls import Calls
@@ -58,21 +62,48 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+#: Keys of a provider's table that the dialog uses, not the provider.
+DIALOG_KEYS = {"llm": ("instructions",), "sts": ("instructions", "instructions_url", "instructions_file")}
+
+
+def _provider(config: Config, kind: str) -> Any:
+    """The provider of ``[kind]``, or None when its type is empty (no LLM, no STS).
+
+    It is given the keys the file set (those that differ from the schema's default),
+    so a provider can tell the user about a key it does not take.
+    """
+    table = getattr(config, kind)
+    if not table.type:
+        return None
+    defaults = type(table)()
+    skip = {"type", "options", *DIALOG_KEYS.get(kind, ())}
+    options = {f.name: getattr(table, f.name) for f in dataclasses.fields(table)
+               if f.name not in skip and getattr(table, f.name) != getattr(defaults, f.name)}
+    options.update(table.options)
+    shared = {"openai": dataclasses.asdict(config.openai), "google": dataclasses.asdict(config.google)}
+    try:
+        return build(kind, table.type, options, shared)
+    except ProviderError as exc:
+        raise ConfigError(config.source, kind, str(exc)) from None
+
+
 def prepare(config: Config) -> Calls:
     """Load the dialog handler and the providers; a problem is a ConfigError naming the key."""
     try:
         handler = load_handler(config.dialog.handler)
     except PluginError as exc:
         raise ConfigError(config.source, "dialog.handler", str(exc)) from None
-    tts = config.tts
+    providers = {kind: _provider(config, kind) for kind in KINDS}
+    needs = {"agent": "llm", "realtime": "sts"}.get(config.dialog.handler)
+    if needs is not None and providers[needs] is None:
+        raise ConfigError(config.source, f"{needs}.type",
+                          f"the {config.dialog.handler} dialog needs a provider: set [{needs}] type")
     try:
-        asr = build_asr(config.asr.type, {})
-    except ProviderError as exc:
-        raise ConfigError(config.source, "asr", str(exc)) from None
-    try:
-        tts_provider = build_tts(tts.type, {"voice": tts.voice, "rate": tts.rate, "pitch": tts.pitch})
-    except ProviderError as exc:
-        raise ConfigError(config.source, "tts", str(exc)) from None
+        tools = builtin_tools(config.dialog.transfer_to) + load_tools(config.dialog.tools)
+        by_name(tools)
+    except ToolError as exc:
+        raise ConfigError(config.source, "dialog.tools", str(exc)) from None
+    sts = config.sts
     try:
         vad_session()  # load the model now: a missing one stops start-up, not the first call
     except RuntimeError as exc:
@@ -86,8 +117,14 @@ def prepare(config: Config) -> Calls:
     comfort = {rate: comfort_noise(rate, audio.comfort_noise_dbfs)
                for rate in CALL_RATES} if audio.comfort_noise_dbfs else {}
     services = CallServices(
-        asr=asr,
-        tts=tts_provider,
+        asr=providers["asr"],
+        tts=providers["tts"],
+        llm=providers["llm"],
+        instructions=config.llm.instructions,
+        tools=tools,
+        sts=providers["sts"],
+        realtime=RealtimeSettings(sts.instructions, sts.instructions_url, sts.instructions_file,
+                                  sts.turn_detection),
         vad=config.vad,
         transcripts_dir=config.transcripts.dir or None,
         greeting=config.dialog.greeting,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import tomllib
@@ -39,7 +40,7 @@ def schema_keys(cls: type = Config, prefix: str = "") -> set[str]:
 def document_keys(table: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in table.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             keys |= document_keys(value, f"{prefix}{key}.")
         else:
             keys.add(f"{prefix}{key}")
@@ -107,14 +108,18 @@ def test_env_expansion(tmp_path):
         ('[rtp]\nport_min = 20000\nport_max = 10000\n', "rtp.port_max: expected 20001..65535, got 10000"),
         ('[vad]\nthreshold = 1.5\n', "vad.threshold: expected a number between 0 and 1, got 1.5"),
         ('[log]\nlevel = "loud"\n', "log.level: expected one of debug, info, warning, error, got 'loud'"),
-        ('[tts]\ntype = "cloud"\n', """tts.type: expected "local" (the only TTS built in so far), got 'cloud'"""),
+        ('[sts]\nturn_detection = "push_to_talk"\n',
+         "sts.turn_detection: expected one of server_vad, semantic_vad, trivox, got 'push_to_talk'"),
+        ('[asr.options]\nsecret = "${NO_SUCH_VARIABLE_HERE}"\n',
+         "asr.options.secret: environment variable NO_SUCH_VARIABLE_HERE is not set"),
+        ('[sts]\ntype = "openai"\n', "sts.temperature: expected a number, got a string"),  # OPENAI_TEMPERATURE=hot
         ('[sip\n', "not valid TOML"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load(path, env={})
+        load(path, env={"OPENAI_TEMPERATURE": "hot"})
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
@@ -127,8 +132,21 @@ def test_secret_value_never_in_message(tmp_path):
     assert "s3cr3t-value" not in str(info.value)
 
 
+def test_avr_sts_variables_fill_the_sts_keys_the_file_does_not_set(tmp_path):
+    path = write(tmp_path, '[sts]\ntype = "openai"\nvoice = "verse"\n')
+    env = {"OPENAI_MODEL": "gpt-realtime-mini", "OPENAI_VOICE": "alloy", "OPENAI_TEMPERATURE": "0.6",
+           "OPENAI_MAX_TOKENS": "inf", "OPENAI_URL_INSTRUCTIONS": "http://127.0.0.1:1/instructions"}
+    sts = load(path, env=env).sts
+    assert (sts.model, sts.voice, sts.temperature, sts.max_output_tokens, sts.instructions_url) == (
+        "gpt-realtime-mini", "verse", 0.6, 0, "http://127.0.0.1:1/instructions")
+    assert load(path, env={**env, "OPENAI_MAX_TOKENS": "512"}).sts.max_output_tokens == 512
+    # Only for OpenAI speech to speech: another STS (or none) ignores them.
+    assert load(write(tmp_path, '[sts]\ntype = "avr"\n'), env=env).sts.model == ""
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(TRIVOX), *args], capture_output=True, text=True, timeout=120)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENAI_")}
+    return subprocess.run([str(TRIVOX), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_check_ok():
@@ -147,6 +165,13 @@ def test_check_ok():
         ('[dialog]\ngreeting = "${TRIVOX_TEST_UNSET}"\n', "dialog.greeting"),
         ('[dialog]\nhandler = "no_such_module_x:handle"\n', "dialog.handler"),
         ('[tts]\nvoice = "no-such-voice"\n', "tts"),
+        ('[tts]\ntype = "cloud"\n', "tts: unknown TTS provider 'cloud': use one of avr, google, local, openai"),
+        ('[asr]\ntype = "openai"\nkeywords = ["sales"]\n', "asr: OpenAI ASR has no option 'keywords'"),
+        ('[llm]\ntype = "openai"\n', "llm: OpenAI LLM needs an API key: set OPENAI_API_KEY"),
+        ('[llm]\ntype = "avr"\n', "llm: AVR LLM needs the service's URL: set llm.url"),
+        ('[dialog]\nhandler = "agent"\n', "llm.type: the agent dialog needs a provider"),
+        ('[dialog]\nhandler = "realtime"\n', "sts.type: the realtime dialog needs a provider"),
+        ('[dialog]\ntools = ["no_such_module_x:lookup"]\n', "dialog.tools: cannot import tool module"),
     ],
 )
 def test_check_and_serve_fail_with_one_line_and_status_2(tmp_path, text, key):
