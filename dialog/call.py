@@ -15,17 +15,26 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from functools import partial
 from dataclasses import dataclass, field
 
 import trio
 
 from media.ambience import AmbienceSound
 from media.audio import FRAME_MS, duration_ms
+from media.pacer import Pacer
 from media.recorder import CallRecorder
 from media.vad import SpeechEnd, SpeechStart, VadBatcher, VadConfig, VadSegmenter
-from providers.base import ASR, TTS
+from providers.base import ASR, LLM, STS, TTS
 
+from .agent import Agent
+from .heard import Spoken, heard_text
 from .leg import Leg
+from .realtime import RealtimeSettings, converse
+from .sentences import sentences
+from .tools import Tool
 from .transcript import Transcript
 
 log = logging.getLogger("trivox.dialog")
@@ -38,7 +47,8 @@ TRANSCRIPT_QUEUE = 16
 class CallServices:
     """Everything a call needs that outlives it: providers and settings."""
 
-    asr: ASR
+    #: None: no recognition (a speech-to-speech call); the VAD still runs for barge-in.
+    asr: ASR | None
     tts: TTS
     vad: VadConfig = field(default_factory=VadConfig)
     transcripts_dir: str | None = None
@@ -52,6 +62,15 @@ class CallServices:
     comfort_noise: dict[int, AmbienceSound] = field(default_factory=dict)
     #: Where each call's stereo recording goes; None: not recorded.
     recordings_dir: str | None = None
+    #: The agent's language model (``call.agent``); None: the config names none.
+    llm: LLM | None = None
+    #: The agent's system prompt.
+    instructions: str = ""
+    #: What the model may call: the built-in hangup (and transfer), then the user's.
+    tools: Sequence[Tool] = ()
+    #: Speech to speech (``call.converse``); None: the config names none.
+    sts: STS | None = None
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
 
 
 class CallEnded(Exception):
@@ -78,6 +97,12 @@ class Call:
         self._speaking: trio.CancelScope | None = None
         send, self._transcripts = trio.open_memory_channel[str](TRANSCRIPT_QUEUE)
         self._transcript_send = send
+        self._agent: Agent | None = None
+        #: What a tool asked to happen once the agent's reply has been heard.
+        self._after_turn: Callable[[], Awaitable[object]] | None = None
+        #: Each caller frame also goes to these (a speech-to-speech session's input).
+        self._taps: list[Callable[[bytes], None]] = []
+        self._speech_listeners: list[Callable[[bool], Awaitable[None]]] = []
 
     @property
     def sample_rate(self) -> int:
@@ -98,24 +123,40 @@ class Call:
         Returns once the caller has heard the last frame, so a dialog can hang up right
         after a goodbye without cutting it off.
         """
+        return await self.say_stream(_once(text))
+
+    async def say_stream(self, pieces: AsyncIterable[str]) -> bool:
+        """Speak text that is still being written (a language model's reply): each
+        sentence goes to TTS as soon as it is complete, so the caller hears the first
+        while the rest is on its way. Returns False if the caller interrupted.
+
+        ``pieces`` is consumed inside the speaking scope: a barge-in cancels it too (and
+        so closes a model's request), and the history keeps only what was heard.
+        """
         await self.answer()
         pacer = self._leg.pacer
-        synthesized = 0.0
+        spoken: list[Spoken] = []
         with trio.CancelScope() as scope:
             self._speaking = scope
             try:
                 pacer.start_utterance()
-                async for chunk in self.services.tts.synthesize(text, self.sample_rate):
-                    synthesized += duration_ms(chunk, self.sample_rate)
-                    pacer.enqueue(chunk)
+                async with aclosing(sentences(pieces)) as stream:
+                    async for sentence in stream:
+                        current = Spoken(sentence)
+                        spoken.append(current)
+                        async for chunk in self.services.tts.synthesize(sentence, self.sample_rate):
+                            current.ms += duration_ms(chunk, self.sample_rate)
+                            pacer.enqueue(chunk)
+                        current.whole = True
                 pacer.end_utterance()
                 await pacer.wait_idle()
             finally:
                 self._speaking = None
+        text = " ".join(part.text for part in spoken)
         if not scope.cancelled_caught:
             await self._record_agent(text, text, interrupted=False)
             return True
-        heard = heard_prefix(text, pacer.played_ms, max(synthesized, pacer.played_ms))
+        heard = heard_text(spoken, pacer.played_ms)
         log.info("barge-in after %d ms of agent speech", pacer.played_ms)
         await self._record_agent(text, heard, interrupted=True)
         return False
@@ -183,6 +224,54 @@ class Call:
         self._nursery.cancel_scope.cancel()
         await trio.lowlevel.checkpoint()
 
+    @property
+    def pacer(self) -> Pacer:
+        """The call's outgoing audio clock, for dialogs that bring their own audio (a
+        speech-to-speech model): enqueue s16le at ``sample_rate``, flush on barge-in."""
+        return self._leg.pacer
+
+    def on_speech(self, listener: Callable[[bool], Awaitable[None]]) -> Callable[[], None]:
+        """Tell ``listener`` when our VAD hears the caller start (True) and stop (False)
+        talking; returns the way to stop. The ears await it, so it must be quick."""
+        self._speech_listeners.append(listener)
+        return lambda: self._speech_listeners.remove(listener)
+
+    @property
+    def agent(self) -> Agent:
+        """The call's agent: ``await call.agent.respond()`` answers the caller out loud
+        with the configured language model and tools."""
+        if self._agent is None:
+            if self.services.llm is None:
+                raise RuntimeError("no language model is configured: set [llm] type")
+            self._agent = Agent(self, self.services.llm, self.services.instructions, self.services.tools)
+        return self._agent
+
+    def hang_up_after_turn(self) -> None:
+        """For a tool: end the call once the agent's reply has been heard."""
+        self._after_turn = self.hangup
+
+    def transfer_after_turn(self, target: str) -> None:
+        """For a tool: transfer the caller once the agent's reply has been heard."""
+        self._after_turn = partial(self.transfer, target)
+
+    async def end_turn(self, *, heard: bool) -> None:
+        """The agent's turn is over: do what a tool asked for, if the caller heard the
+        reply to the end (an interrupted goodbye is not acted on: the caller has more to say)."""
+        action, self._after_turn = self._after_turn, None
+        if action is not None and heard:
+            await action()
+
+    async def converse(self) -> None:
+        """Hand the call to the speech-to-speech model until it ends (see dialog.realtime)."""
+        if self.services.sts is None:
+            raise RuntimeError("no speech-to-speech model is configured: set [sts] type")
+        await converse(self, self.services.sts, self.services.realtime)
+
+    def tap(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
+        """Give ``listener`` every caller frame from now on; returns the way to stop."""
+        self._taps.append(listener)
+        return lambda: self._taps.remove(listener)
+
     # --- the ears ---------------------------------------------------------------------
 
     async def run_ears(self) -> None:
@@ -197,25 +286,36 @@ class Call:
         vad = VadSegmenter(self.sample_rate, self.services.vad, scorer)
         preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(vad.pre_roll_ms / FRAME_MS)))
         utterance: trio.MemorySendChannel[bytes] | None = None
+        talking = False
         try:
             async for frame in self._leg.inbound:
                 if self._recorder is not None:
                     self._recorder.caller(frame)
+                for listener in self._taps:
+                    listener(frame)
                 if utterance is None:
                     preroll.append(frame)
                 else:
                     utterance.send_nowait(frame)
                 for event in await vad.feed(frame):
-                    if isinstance(event, SpeechStart) and utterance is None:
+                    if isinstance(event, SpeechStart) and not talking:
+                        talking = True
                         self._barge_in()
-                        utterance, audio = trio.open_memory_channel[bytes](math.inf)
-                        for early in preroll:
-                            utterance.send_nowait(early)
+                        if self.services.asr is not None:
+                            utterance, audio = trio.open_memory_channel[bytes](math.inf)
+                            for early in preroll:
+                                utterance.send_nowait(early)
+                            self._nursery.start_soon(self._recognise, self.services.asr, audio)
                         preroll.clear()
-                        self._nursery.start_soon(self._recognise, audio)
-                    elif isinstance(event, SpeechEnd) and utterance is not None:
-                        utterance.close()  # the recogniser finishes the turn
-                        utterance = None
+                    elif isinstance(event, SpeechEnd) and talking:
+                        talking = False
+                        if utterance is not None:
+                            utterance.close()  # the recogniser finishes the turn
+                            utterance = None
+                    else:
+                        continue
+                    for listener in list(self._speech_listeners):
+                        await listener(talking)
         finally:
             if utterance is not None:  # the call ended mid-utterance
                 utterance.close()
@@ -228,13 +328,13 @@ class Call:
             dropped = self._leg.pacer.flush()
             log.debug("barge-in: dropped %d ms of queued agent audio", dropped)
 
-    async def _recognise(self, audio: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _recognise(self, asr: ASR, audio: trio.MemoryReceiveChannel[bytes]) -> None:
         """One utterance through one ASR stream; the final transcript goes to ``listen()``.
 
         The stream is closed however this ends, so the engine goes back to its pool even
         when the call ends mid-utterance.
         """
-        stream = await self.services.asr.open_stream(self.sample_rate)
+        stream = await asr.open_stream(self.sample_rate)
         try:
             async for frame in audio:
                 await stream.send_audio(frame)
@@ -261,18 +361,5 @@ class Call:
             await self.transcript.write("agent", text=text)
 
 
-def heard_prefix(text: str, played_ms: float, total_ms: float) -> str:
-    """The words of ``text`` the caller heard when ``played_ms`` of ``total_ms`` played.
-
-    Speech time is assumed proportional to characters, and the cut is moved back to a
-    word boundary so the history never holds half a word the caller did not hear.
-    """
-    if total_ms <= 0 or played_ms <= 0:
-        return ""
-    if played_ms >= total_ms:
-        return text
-    cut = int(len(text) * played_ms / total_ms)
-    head = text[:cut]
-    if cut < len(text) and not text[cut].isspace():
-        head = head.rsplit(" ", 1)[0] if " " in head else ""
-    return head.rstrip()
+async def _once(text: str) -> AsyncIterator[str]:
+    yield text

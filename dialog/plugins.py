@@ -19,7 +19,11 @@ if TYPE_CHECKING:
 Handler = Callable[["Call"], Awaitable[None]]
 
 ENTRY_POINT_GROUP = "trivox.dialogs"
-BUILTINS = {"echo": "dialog.builtin.echo:handle"}
+BUILTINS = {
+    "echo": "dialog.builtin.echo:handle",
+    "agent": "dialog.builtin.agent:handle",
+    "realtime": "dialog.builtin.realtime:handle",
+}
 
 
 class PluginError(Exception):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from dialog.call import Call, CallServices, heard_prefix
+from dialog.call import Call, CallServices
+from dialog.heard import heard_prefix
 from media.audio import frame_bytes
 from media.pacer import Pacer
 from providers.local import sphinx
