@@ -178,7 +178,7 @@ def test_bad_settings_fail_at_construction():
 
 def test_registry_builds_and_checks_the_local_tts():
     assert build_tts("local", {"voice": "en-gb-x-rp", "rate": 160, "pitch": 40}).name == "espeak"
-    with pytest.raises(ProviderError, match="unknown TTS provider 'polly': use one of local"):
+    with pytest.raises(ProviderError, match="unknown TTS provider 'polly': use one of avr, google, local, openai,"):
         build_tts("polly", {})
     with pytest.raises(ProviderError, match="no option 'speed' .*voice, rate, pitch"):
         build_tts("local", {"speed": 1.2})

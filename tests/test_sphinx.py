@@ -128,7 +128,43 @@ async def test_at_most_max_idle_decoders_wait(asr):
 
 def test_registry_builds_the_local_asr_and_names_the_fix():
     assert build_asr("local", {}).name == "pocketsphinx"
-    with pytest.raises(ProviderError, match="unknown ASR provider 'cloud9': use one of local"):
+    with pytest.raises(ProviderError, match="unknown ASR provider 'cloud9': use one of avr, google, local, "
+                                            "openai, openai-realtime, or install one that registers asr.cloud9"):
         build_asr("cloud9", {})
-    with pytest.raises(ProviderError, match="local ASR .* has no option 'model' .*no options"):
+    with pytest.raises(ProviderError, match=r"local ASR .* has no option 'model' \(it takes keywords, grammar\)"):
         build_asr("local", {"model": "big"})
+
+
+MENU = ["sales", "support", "billing", "opening hours"]
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_keywords_make_a_menu_recogniser_that_answers_one_of_them(monkeypatch, rate):
+    monkeypatch.setattr(sphinx, "_POOL", sphinx._DecoderPool())
+    menu = SphinxASR(keywords=MENU)
+    heard = [await recognise(menu, speak(word, rate, CLEAR_VOICE), rate) for word in MENU]
+    assert heard == MENU
+
+
+async def test_a_grammar_and_open_english_share_the_pool(monkeypatch, tmp_path):
+    monkeypatch.setattr(sphinx, "_POOL", sphinx._DecoderPool())
+    grammar = tmp_path / "menu.jsgf"
+    grammar.write_text("#JSGF V1.0;\ngrammar menu;\n// a comment\n"
+                       "public <menu> = [i would like] (sales | support) [please];\n")
+    menu, english = SphinxASR(grammar=str(grammar)), SphinxASR()
+    said = speak("I would like support please", 16000, CLEAR_VOICE)
+    assert await recognise(menu, said, 16000) == "i would like support please"
+    # The same pooled decoder goes back to open English for a recogniser without one.
+    assert await recognise(english, said, 16000) != "i would like support please"
+    assert await recognise(menu, speak("sales", 16000, CLEAR_VOICE), 16000) == "sales"
+
+
+def test_menu_words_must_be_in_the_dictionary_and_files_must_exist(monkeypatch, tmp_path):
+    monkeypatch.setattr(sphinx, "_POOL", sphinx._DecoderPool())
+    with pytest.raises(ProviderError, match="no word 'xyzzyq'"):
+        SphinxASR(keywords=["sales", "xyzzyq"])
+    with pytest.raises(ProviderError, match="cannot read the JSGF grammar"):
+        SphinxASR(grammar=str(tmp_path / "missing.jsgf"))
+    with pytest.raises(ProviderError, match="keywords or a grammar"):
+        SphinxASR(keywords=["sales"], grammar="x.jsgf")
+    assert build_asr("local", {"keywords": ["sales"]}).name == "pocketsphinx"

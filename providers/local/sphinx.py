@@ -28,9 +28,12 @@ What was measured (pocketsphinx 5.1.1, one x86-64 core) and what it decided:
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -206,18 +209,95 @@ class SphinxStream:
 
 
 class SphinxASR:
-    """The ASR protocol on pocketsphinx's US English model."""
+    """The ASR protocol on pocketsphinx's US English model.
+
+    For a menu, the recogniser can be told what to expect instead of open English:
+    ``keywords`` accepts exactly one of those words or phrases (the caller was asked to
+    say one), and ``grammar`` (a JSGF file) accepts only the sentences it describes
+    ("[I would like] (sales | support) [please]"). Keyword *spotting* in free speech
+    (pocketsphinx's kws search) was tried and left out: on telephone-band speech it
+    either missed the words or heard them everywhere, whatever the threshold. Either is a search of its own, added to each pooled decoder
+    the first time this recogniser borrows it, and made current for each utterance, so
+    recognisers with different searches can share the pool.
+    """
 
     name = "pocketsphinx"
 
-    def __init__(self) -> None:
-        # Load a decoder now, at start-up: a missing model fails here, and the first
-        # caller does not wait 0.3 s (with the event loop frozen) for it.
+    def __init__(self, keywords: Sequence[str] = (), grammar: str = "") -> None:
+        if keywords and grammar:
+            raise ProviderError("pocketsphinx takes keywords or a grammar, not both")
+        self._search = DEFAULT_SEARCH
+        self._add_search: Callable[[Decoder], None] | None = None
+        text = ""
+        if grammar:
+            try:
+                text = Path(grammar).read_text()
+            except OSError as exc:
+                raise ProviderError(f"cannot read the JSGF grammar {grammar}: {exc.strerror}") from None
+        elif keywords:
+            text = keyword_grammar([" ".join(keyword.lower().split()) for keyword in keywords])
+        if text:
+            self._search = f"jsgf-{_digest(text)}"
+            self._add_search = partial(_add_grammar, self._search, text)
+        # Load a decoder now, at start-up: a missing model or a bad grammar or keyword
+        # fails here, and the first caller does not wait 0.3 s (event loop frozen) for it.
         _POOL.preload()
+        decoder = _POOL.take(UNUSED)
+        try:
+            self._prepare(decoder)
+        finally:
+            _POOL.give(UNUSED, decoder)
 
     async def open_stream(self, sample_rate: int) -> SphinxStream:
         if sample_rate <= 0:
             raise ValueError(f"sample rate must be positive, not {sample_rate}")
         decoder = await trio.to_thread.run_sync(_POOL.take, sample_rate)
+        try:
+            await trio.to_thread.run_sync(self._prepare, decoder)
+        except ProviderError:
+            _POOL.give(UNUSED, decoder)
+            raise
         decoder.start_utt()  # 0.1 ms
         return SphinxStream(decoder, sample_rate)
+
+    def _prepare(self, decoder: Decoder) -> None:
+        """Make our search the decoder's current one, adding it the first time."""
+        try:
+            decoder.activate_search(self._search)
+        except KeyError:  # a decoder this recogniser has not borrowed before
+            assert self._add_search is not None  # the default search always exists
+            self._add_search(decoder)
+            decoder.activate_search(self._search)
+
+
+#: pocketsphinx's name for its language-model search (open English).
+DEFAULT_SEARCH = "_default"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _grammar_words(text: str) -> set[str]:
+    """The words a JSGF grammar's rules use (pocketsphinx would silently drop a rule
+    with a word it cannot pronounce): rule names, tags, weights and comments aside."""
+    body = "\n".join(line for line in re.sub(r"/\*.*?\*/|//[^\n]*", "", text, flags=re.S).splitlines()
+                     if not line.strip().startswith(("#JSGF", "grammar", "import")))
+    body = re.sub(r"<[^>]*>|\{[^}]*\}|/[^/]*/|\bpublic\b", " ", body)
+    return set(re.findall(r"[a-z']+", body.lower()))
+
+
+def _add_grammar(name: str, text: str, decoder: Decoder) -> None:
+    unknown = [word for word in _grammar_words(text) if decoder.lookup_word(word) is None]
+    if unknown:
+        raise ProviderError(f"pocketsphinx's dictionary has no word {unknown[0]!r}: spell it as plain English words")
+    try:
+        decoder.add_jsgf_string(name, text)
+    except (RuntimeError, ValueError) as exc:
+        raise ProviderError(f"pocketsphinx cannot use the JSGF grammar: {exc}") from None
+
+
+def keyword_grammar(phrases: list[str]) -> str:
+    """A JSGF grammar that accepts exactly one of ``phrases``."""
+    alternatives = " | ".join(phrases)
+    return f"#JSGF V1.0;\ngrammar keywords;\npublic <keyword> = {alternatives};\n"
