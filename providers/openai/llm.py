@@ -33,6 +33,7 @@ from ..base import LlmDone, LlmEvent, Message, ProviderError, TextDelta, ToolCal
 from .client import OpenAISettings
 
 if TYPE_CHECKING:
+    import httpx2
     from openai import OpenAIError
     from openai.types.chat import ChatCompletionChunk
 
@@ -182,17 +183,23 @@ async def closing(response: _Closable) -> AsyncIterator[None]:
             await response.close()
 
 
-def failure(service: str, settings: OpenAISettings, exc: OpenAIError, *, during_reply: bool = False) -> ProviderError:
+def failure(service: str, settings: OpenAISettings, exc: OpenAIError | httpx2.RequestError, *,
+            during_reply: bool = False) -> ProviderError:
     """One line for a failed request, naming ``service`` (what and which model), where it
-    was sent and, where one applies, the fix. The API key is never part of it."""
+    was sent and, where one applies, the fix. The API key is never part of it.
+
+    ``exc`` is the client library's error, or httpx2's: a raw response body (speech)
+    is read straight from httpx2, whose errors the library does not wrap.
+    """
+    import httpx2
     import openai
 
     where = f"{service} at {_public(settings.url)}"
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         silence = "went silent mid-reply for" if during_reply else "did not answer within"
         text = f"{where} {silence} {settings.timeout:g} s (check the server, or raise [openai] timeout)"
-    elif isinstance(exc, openai.APIConnectionError):
-        cause = _detail(str(exc.__cause__ or exc))
+    elif isinstance(exc, openai.APIConnectionError | httpx2.RequestError):
+        cause = _detail(str(exc.__cause__ or exc) if isinstance(exc, openai.APIConnectionError) else str(exc))
         text = f"{where}: the reply broke off ({cause})" if during_reply else \
             f"{where} cannot be reached ({cause}): check [openai] base_url"
     elif isinstance(exc, openai.AuthenticationError):

@@ -295,7 +295,7 @@ class FakeOpenAI:
             task_status.started(self.base_url)
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
+        connection = h11.Connection(h11.SERVER)
         async with stream:
             while True:
                 try:
