@@ -141,7 +141,8 @@ async def test_the_request_carries_the_configured_model_options_tools_and_histor
         {"role": "system", "content": "You are a phone agent."},
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"id": "call_w1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky": "sunny"}'},
     ]
     await reply(OpenAILLM(settings(fake), model="gpt-4.1-nano", temperature=0.4, max_tokens=120), history, [tool])

@@ -59,7 +59,8 @@ async def test_speech_streams_at_the_requested_rate(fake: FakeOpenAI, rate: int)
 async def test_the_request_carries_model_voice_instructions_and_speed(fake: FakeOpenAI) -> None:
     fake.script(SPEECH, PcmStream(tone(0.2)), PcmStream(tone(0.2)))
     persona = "Warm and unhurried, like a concierge."
-    [_ async for _ in tts(fake, model="tts-1-hd", voice="coral", instructions=persona, speed=1.25).synthesize("Hi.", 8000)]
+    configured_tts = tts(fake, model="tts-1-hd", voice="coral", instructions=persona, speed=1.25)
+    [_ async for _ in configured_tts.synthesize("Hi.", 8000)]
     [_ async for _ in tts(fake).synthesize("Hello.", 8000)]
     configured, plain = (request.json for request in fake.to(SPEECH))
     assert configured == {"model": "tts-1-hd", "voice": "coral", "instructions": persona, "speed": 1.25,
