@@ -168,7 +168,7 @@ def test_ga_server_events_become_trivox_events_in_order():
         SpokenText("assistant", "Hi", final=False), SpokenText("assistant", "Hi!", final=True),
         ResponseDone(),
     ]
-    assert proto.current_item_id == ""
+    assert proto.current_item_id == "a1"  # still playing after response.done
 
 
 def test_preview_names_the_audio_events_differently():

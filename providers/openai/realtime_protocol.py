@@ -249,7 +249,9 @@ class RealtimeProtocol:
         self._responding = False
         self._uncommitted = False
         self._truncates = 0
-        #: The reply item whose audio came last: the one playing, for truncate.
+        #: The reply item whose audio came last: the one playing, for truncate. Kept
+        #: after response.done, since a reply arrives faster than it plays and the
+        #: caller often barges in after its last audio came.
         self.current_item_id = ""
 
     # --- client events --------------------------------------------------------------
@@ -363,7 +365,6 @@ class RealtimeProtocol:
         tail = self.audio.end_reply()
         if tail:
             events.append(AgentAudio(tail, self.current_item_id))
-        self.current_item_id = ""
         return [*events, ResponseDone()]
 
     # --- helpers --------------------------------------------------------------------
@@ -383,6 +384,10 @@ class RealtimeProtocol:
         return [{"type": "function", "name": tool.name, "description": tool.description,
                  "parameters": dict(tool.parameters)} for tool in self.tools]
 
+    def _instructions(self) -> Event:
+        # An empty string would clear the service's default instructions, not keep them.
+        return {"instructions": self.instructions} if self.instructions else {}
+
     def _turn_detection(self) -> Event | None:
         kind = self.options.turn_detection
         return None if kind == "none" else {"type": kind}
@@ -395,9 +400,9 @@ class RealtimeProtocol:
         session: Event = {
             "type": "realtime",
             "output_modalities": ["audio"],
-            "instructions": self.instructions,
             "audio": {"input": audio_in, "output": {"format": wire, "voice": self.options.voice}},
             "tools": self._tools(),
+            **self._instructions(),
         }
         if self.options.max_output_tokens is not None:
             session["max_output_tokens"] = self.options.max_output_tokens
@@ -407,7 +412,7 @@ class RealtimeProtocol:
         wire = self.audio.format.preview_name
         session: Event = {
             "modalities": ["audio", "text"],
-            "instructions": self.instructions,
+            **self._instructions(),
             "voice": self.options.voice,
             "input_audio_format": wire,
             "output_audio_format": wire,

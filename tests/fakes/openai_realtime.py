@@ -136,8 +136,14 @@ class FakeRealtime:
         #: Buffered caller audio at which server VAD "hears" a whole caller turn.
         self.caller_turn_ms: int | None = None
         self.caller_transcript = "hello there"
-        #: A transcription session's final text; its words come first as deltas.
+        #: A transcription session's final text, and the interim deltas before it
+        #: (None: its words).
         self.transcript = ""
+        self.interim: list[str] | None = None
+        #: Set: a commit on a transcription session is never answered, and this is set.
+        self.stall: trio.Event | None = None
+        #: The key the handshake must carry (None: any); a wrong one is refused with 401.
+        self.api_key: str | None = None
         #: Sent after ``session.updated``: the ``error`` object of an error event.
         self.error: dict[str, Any] | None = None
         self.connections: list[Connection] = []
@@ -160,6 +166,12 @@ class FakeRealtime:
         conn = Connection(url.path, dict(parse_qsl(url.query)), headers,
                           preview=headers.get("openai-beta") == "realtime=v1")
         self.connections.append(conn)
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            body = {"error": {"type": "invalid_request_error", "code": "invalid_api_key",
+                              "message": f"Incorrect API key provided: {headers.get('authorization', '')[7:]}"}}
+            await request.reject(401, body=json.dumps(body).encode())
+            conn.closed.set()
+            return
         ws = await request.accept()
         try:
             initial = {"type": "transcription"} if conn.transcription else {"type": "realtime"}
@@ -197,6 +209,8 @@ class FakeRealtime:
                 await self._error(ws, conn, event, "input_audio_buffer_commit_empty",
                                   "Error committing input audio buffer: buffer too small. Expected at least "
                                   f"{MIN_COMMIT_MS}ms of audio, but buffer only has {buffered_ms:.2f}ms of audio.")
+            elif conn.transcription and self.stall is not None:
+                self.stall.set()
             else:
                 await self._caller_turn(ws, conn, vad=False)
         elif kind == "response.create":
@@ -233,17 +247,19 @@ class FakeRealtime:
         await self._send(ws, conn, {"type": "input_audio_buffer.committed", "item_id": item_id,
                                     "previous_item_id": None})
         if conn.transcription:
-            words = self.transcript.split()
+            text = self.transcript
         elif conn.input_transcription:
-            words = self.caller_transcript.split()
+            text = self.caller_transcript
         else:
             return
-        for i, word in enumerate(words):
+        words = text.split()
+        interim = self.interim if self.interim is not None and conn.transcription else \
+            [word if i == 0 else f" {word}" for i, word in enumerate(words)]
+        for delta in interim:
             await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.delta",
-                                        "item_id": item_id, "content_index": 0,
-                                        "delta": word if i == 0 else f" {word}"})
+                                        "item_id": item_id, "content_index": 0, "delta": delta})
         await self._send(ws, conn, {"type": "conversation.item.input_audio_transcription.completed",
-                                    "item_id": item_id, "content_index": 0, "transcript": " ".join(words),
+                                    "item_id": item_id, "content_index": 0, "transcript": text,
                                     "usage": {"type": "duration", "seconds": heard_ms / 1000}})
 
     # --- replies ---------------------------------------------------------------------
