@@ -27,6 +27,7 @@ from providers.avr.protocol import (
     endpoint,
     error_detail,
     prompt_body,
+    shown,
 )
 from providers.avr.sts import AvrSts
 from providers.base import (
@@ -102,6 +103,7 @@ def test_sts_agent_audio_comes_back_at_the_call_rate() -> None:
     out = b"".join(e.pcm for e in wide.receive(audio_message(pcm)) + wide.end())
     assert len(out) == 2 * len(pcm)
     assert dominant_hz(out, 16000) == pytest.approx(500, abs=10)
+    assert wide.end() == []  # released once
 
 
 def test_sts_agent_audio_split_mid_sample_is_joined() -> None:
@@ -231,6 +233,7 @@ def test_endpoints_and_error_details() -> None:
     assert endpoint("http://asr:6010", "/speech-to-text-stream") == "http://asr:6010/speech-to-text-stream"
     assert endpoint("http://asr:6010/", "/speech-to-text-stream") == "http://asr:6010/speech-to-text-stream"
     assert endpoint("http://llm:6002/prompt-stream?x=1", "/other") == "http://llm:6002/prompt-stream?x=1"
+    assert shown("http://user:secret@asr:6010/x?a=1") == "http://asr:6010/x?a=1"
     assert error_detail(b'{"message": "Text is required"}') == "Text is required"
     assert error_detail(b'{"error": "Failed to generate speech"}') == "Failed to generate speech"
     assert error_detail(b"Error with\nSpeech API") == "Error with Speech API"
@@ -333,7 +336,7 @@ async def test_sts_abrupt_close_is_a_provider_error(connector) -> None:
         await run_sts(await connector(script), 8000)
 
 
-async def test_sts_digits_uuid_and_what_avr_lacks(connector) -> None:
+async def test_sts_digits_uuid_and_what_avr_lacks(connector, caplog) -> None:
     async def script(call: FakeStsCall) -> None:
         await call.until(lambda c: any(m["type"] == "dtmf_digit" for m in c.messages))
         await call.close()
@@ -348,6 +351,9 @@ async def test_sts_digits_uuid_and_what_avr_lacks(connector) -> None:
             await session.send_digit("7")
             assert [e async for e in session.events()] == []
     [call] = fake.calls
+    assert [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()] == [
+        f"AVR STS at {fake.url} takes its instructions and tools from the connector's own configuration; "
+        "the ones given here are not sent"]
     assert uuid.UUID(call.messages[0]["uuid"]).version == 4
     assert call.messages[1:] == [{"type": "dtmf_digit", "digit": "7"}]  # nothing for truncate or respond
 

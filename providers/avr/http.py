@@ -51,6 +51,7 @@ from .protocol import (
     error_detail,
     prompt_body,
     resampler,
+    shown,
 )
 
 try:
@@ -80,19 +81,19 @@ class _Service:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ProviderError(f"{self.name} URL {url!r} is not an http:// or https:// URL "
-                                f"(like http://avr-{kind.lower()}-host:6010{path})")
+                                f"(like http://host:port or http://host:port{path})")
         if timeout <= 0:
             raise ProviderError(f"{self.name} timeout must be positive, not {timeout}")
         self.timeout = timeout
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.netloc = parts.netloc
+        self.netloc = parts.netloc.rpartition("@")[2]
         self.target = parts.path + (f"?{parts.query}" if parts.query else "")
         #: Made once: building a TLS context takes tens of milliseconds of event loop.
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
 
     def error(self, what: str) -> ProviderError:
-        return ProviderError(f"{self.name} at {self.url} {what}")
+        return ProviderError(f"{self.name} at {shown(self.url)} {what}")
 
     def unreachable(self, exc: BaseException) -> ProviderError:
         return self.error(f"is unreachable ({exc}): is the service running, and is the URL right?")

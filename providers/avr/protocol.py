@@ -25,9 +25,12 @@ avr-sts-gemini, avr-sts-xai, avr-sts-elevenlabs, avr-sts-deepgram ``index.js``):
   connector's environment (``OPENAI_INSTRUCTIONS``, ``GEMINI_INSTRUCTIONS``...), not
   part of the protocol.
 
-ASR, ``POST /speech-to-text-stream`` (the client side in avr-core's ``asr.js``, as kept
-by its forks; servers avr-asr-vosk, avr-asr-soniox, avr-asr-google-cloud-speech
-``index.js``): headers ``Content-Type: audio/l16``, ``Transfer-Encoding: chunked``,
+AVR Core's own source is no longer published (it ships as a Docker image); its client
+side below is that of ``asr.js``, ``llm.js`` and ``tts.js`` as kept by its forks
+(Mirindra-lan/avr-core, mldev92/avr-core_app), checked against the servers.
+
+ASR, ``POST /speech-to-text-stream`` (avr-core ``asr.js``; servers avr-asr-vosk,
+avr-asr-soniox, avr-asr-google-cloud-speech ``index.js``): headers ``Content-Type: audio/l16``, ``Transfer-Encoding: chunked``,
 ``X-UUID: <call id>``; the body is raw s16le 8 kHz mono, streamed. The service answers
 ``text/event-stream`` but writes each finished transcript segment as bare UTF-8 text,
 one ``res.write`` (so one HTTP chunk) per segment, no ``data:`` framing, no delimiter;
@@ -107,6 +110,12 @@ def endpoint(url: str, path: str) -> str:
     return urlunsplit((scheme, host, url_path, query, fragment))
 
 
+def shown(url: str) -> str:
+    """``url`` fit for a log line or an error: without any ``user:password@``."""
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    return urlunsplit((scheme, netloc.rpartition("@")[2], path, query, fragment))
+
+
 def resampler(in_rate: int, out_rate: int) -> Resampler:
     """The streaming resampler of one AVR audio leg, picked for latency.
 
@@ -179,6 +188,7 @@ class StsConnection:
         self._from_avr = resampler(AVR_RATE, call_rate)
         self._framer = _Framer()
         self._carry = _SampleCarry()
+        self._ended = False
 
     def start(self) -> str:
         """The first message: ``init`` with the session's uuid."""
@@ -219,7 +229,10 @@ class StsConnection:
         return []
 
     def end(self) -> list[AgentAudio]:
-        """The session ended cleanly: the agent audio still inside the resampler."""
+        """The session ended cleanly: the agent audio still inside the resampler (once)."""
+        if self._ended:
+            return []
+        self._ended = True
         tail = self._from_avr.flush()
         return [AgentAudio(tail)] if tail else []
 

@@ -8,8 +8,9 @@ AVR's protocol has no message for, and so what a session does instead:
   (its environment and ``tools/`` folder) decides them; they are not sent.
 - ``truncate``: nothing to do. The connector's model hears the barge-in itself (that is
   what its ``interruption`` reports) and stops the reply on its side.
-- ``respond``: nothing to do. Every connector starts speaking on its own once ``init``
-  has arrived (a greeting or the model's first turn).
+- ``respond``: nothing to do. The connectors start the conversation themselves once
+  ``init`` has arrived (avr-sts-gemini asks its model to begin, avr-sts-xai sends
+  ``response.create`` or its welcome message, an ElevenLabs agent has its first message).
 - ``tool_result``: a ProviderError, since no ToolCall ever comes from AVR to answer.
 - No ResponseDone and no CallerSpeechStopped: AVR marks neither. AgentAudio has no
   ``item_id``.
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 from uuid import uuid4
 
 from ..base import ProviderError, StsEvent, ToolSpec
-from .protocol import AvrProtocolError, ConnectorError, StsConnection
+from .protocol import AvrProtocolError, ConnectorError, StsConnection, shown
 
 try:
     import trio_websocket
@@ -58,6 +59,7 @@ class AvrSts:
         if timeout <= 0:
             raise ProviderError(f"AVR STS timeout must be positive, not {timeout}")
         self.url = url
+        self._shown = shown(url)
         self.timeout = timeout
         self.call_id = call_id
         self._warned = False
@@ -69,24 +71,24 @@ class AvrSts:
         if (instructions or tools) and not self._warned:
             self._warned = True
             log.warning("AVR STS at %s takes its instructions and tools from the connector's own "
-                        "configuration; the ones given here are not sent", self.url)
+                        "configuration; the ones given here are not sent", self._shown)
         core = StsConnection(sample_rate, call_id or self.call_id or str(uuid4()))
         try:
             async with trio_websocket.open_websocket_url(
                 self.url, connect_timeout=self.timeout, disconnect_timeout=self.timeout,
             ) as ws:
-                session = AvrStsSession(ws, core, self.url)
+                session = AvrStsSession(ws, core, self._shown)
                 await session._send(core.start())
                 yield session
         except trio_websocket.ConnectionRejected as exc:
-            raise ProviderError(f"AVR STS at {self.url} refused the WebSocket (HTTP {exc.status_code}): "
+            raise ProviderError(f"AVR STS at {self._shown} refused the WebSocket (HTTP {exc.status_code}): "
                                 "is the URL right?") from None
         except trio_websocket.DisconnectionTimeout:
-            log.info("AVR STS at %s did not finish the closing handshake within %g s", self.url, self.timeout)
+            log.info("AVR STS at %s did not finish the closing handshake within %g s", self._shown, self.timeout)
         except trio_websocket.ConnectionTimeout:
-            raise ProviderError(f"AVR STS at {self.url} did not answer within {self.timeout:g} s") from None
+            raise ProviderError(f"AVR STS at {self._shown} did not answer within {self.timeout:g} s") from None
         except trio_websocket.HandshakeError as exc:
-            raise ProviderError(f"AVR STS at {self.url} is unreachable ({exc.__cause__ or exc}): "
+            raise ProviderError(f"AVR STS at {self._shown} is unreachable ({exc.__cause__ or exc}): "
                                 "is the connector running?") from None
 
 
@@ -137,7 +139,7 @@ class AvrStsSession:
                             "there is no tool call to answer")
 
     async def respond(self, instructions: str = "") -> None:
-        """Nothing to send: a connector speaks first on its own once the session starts."""
+        """Nothing to send: the connector opens the conversation on its own."""
 
     async def _send(self, message: str) -> None:
         try:
