@@ -161,6 +161,23 @@ async def test_a_stream_younger_than_the_cut_point_is_kept(fake, mock_clock):
     assert len(fake.speech.calls) == 1
 
 
+async def test_a_stream_the_service_ends_early_is_replaced(fake):
+    fake.speech.end_after_bytes = 320
+    stream = await GoogleSpeech(endpoint=fake.endpoint).open_stream(8000)
+    pcm = speech(8000, 20)
+    await stream.send_audio(pcm)
+    with trio.fail_after(10):
+        while len(fake.speech.calls) < 2:  # until the client has seen the end and opened another
+            await stream.send_audio(speech(8000, 20, seed=len(pcm)))
+            await trio.sleep(0.005)
+    transcript = await stream.finish()
+    await stream.aclose()
+    first, second = fake.speech.calls
+    assert bytes(first.audio) == pcm
+    assert second.config == first.config
+    assert transcript.text == f"320 bytes {len(second.audio)} bytes"
+
+
 async def test_cancelling_finish_cancels_the_call_at_the_service(fake):
     fake.speech.hold = True  # the service never answers the half-close
     stream = await GoogleSpeech(endpoint=fake.endpoint).open_stream(8000)

@@ -173,15 +173,13 @@ class GoogleSpeechStream:
         """Queue more of the utterance; never waits for the service."""
         self._check_open()
         self._check_failed()
-        if self._recognition.cut_due(trio.current_time()):
-            self._segments[-1].close()  # it finalises what it has while the next one listens
-            self._open_segment()
         self._send(self._wire.encode(pcm))
         await trio.lowlevel.checkpoint()
 
     async def finish(self) -> Transcript:
         """Half-close, wait for the last final results: the whole final transcript."""
         self._check_open()
+        self._check_failed()
         self._finishing = True
         self._send(self._wire.flush())
         self._segments[-1].close()
@@ -205,16 +203,19 @@ class GoogleSpeechStream:
     def _open_segment(self) -> None:
         index = self._recognition.open_segment(trio.current_time())
         first = speech_v1.StreamingRecognizeRequest(streaming_config=self._config)
-        on_response = partial(self._receive, index)
-        try:
-            self._segments.append(GrpcStream(self._method, first, on_response))
-        except ValueError as exc:  # grpc refuses a closed channel
-            raise ProviderError(f"{PRODUCT} cannot start a stream: {one_line(exc)}") from None
+        self._segments.append(GrpcStream(self._method, first, partial(self._receive, index)))
 
     def _receive(self, index: int, response: speech_v1.StreamingRecognizeResponse) -> None:
         self._recognition.receive(index, response, trio.current_time())
 
     def _send(self, audio: bytes) -> None:
+        if not audio:
+            return
+        current = self._segments[-1]
+        # A stream the service ended on its own (with no error) is replaced like an old one.
+        if current.ended or self._recognition.cut_due(trio.current_time()):
+            current.close()  # it finalises what it has while the next one listens
+            self._open_segment()
         for request in _requests(audio):
             self._segments[-1].send(request)
 

@@ -117,6 +117,9 @@ class _Service:
         #: Answer nothing after the half-close (speech) or after the first audio (TTS) until
         #: the client cancels.
         self.hold: bool = False
+        #: Speech: end the first call on our own (a final result, status OK) once it has this
+        #: much audio, as the service may end a stream before the client half-closes it.
+        self.end_after_bytes: int | None = None
         self._lock = threading.Lock()
 
     def _begin(self, context: grpc.ServicerContext) -> Call:
@@ -159,6 +162,9 @@ class FakeSpeech(_Service):
                 call.sizes.append(len(request.audio_content))
                 if failure is not None and len(call.audio) >= failure.after_bytes:
                     self._fail(call, context, failure)
+                if self.end_after_bytes is not None and len(call.audio) >= self.end_after_bytes:
+                    self.end_after_bytes = None
+                    break
                 if call.config.interim_results:
                     yield _response(f"{len(call.audio)} bytes so far", final=False)
         except grpc.RpcError:  # the client cancelled while we waited for a request
