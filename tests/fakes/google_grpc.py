@@ -88,7 +88,6 @@ class Call:
     sizes: list[int] = field(default_factory=list)
     #: StreamingSynthesize: each text input in order.
     texts: list[str] = field(default_factory=list)
-    invocation_metadata: dict[str, str] = field(default_factory=dict)
     #: The request stream ended (speech, streaming synthesis): the client half-closed, or
     #: cancelled (grpc's request iterator may end either way; ``cancelled`` tells them apart).
     requests_ended: threading.Event = field(default_factory=threading.Event)
@@ -117,13 +116,10 @@ class _Service:
         #: Answer nothing after the half-close (speech) or after the first audio (TTS) until
         #: the client cancels.
         self.hold: bool = False
-        #: Speech: end the first call on our own (a final result, status OK) once it has this
-        #: much audio, as the service may end a stream before the client half-closes it.
-        self.end_after_bytes: int | None = None
         self._lock = threading.Lock()
 
     def _begin(self, context: grpc.ServicerContext) -> Call:
-        call = Call(invocation_metadata={k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+        call = Call()
         with self._lock:
             self.calls.append(call)
         context.add_callback(call._ended)
@@ -142,6 +138,12 @@ class _Service:
 
 class FakeSpeech(_Service):
     """``Speech/StreamingRecognize``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: End the next call on our own (a final result, status OK) once it has this much
+        #: audio, as the service may end a stream before the client half-closes it.
+        self.end_after_bytes: int | None = None
 
     def streaming_recognize(self, requests: Iterator[cloud_speech.StreamingRecognizeRequest],
                             context: grpc.ServicerContext) -> Iterator[cloud_speech.StreamingRecognizeResponse]:
