@@ -256,6 +256,9 @@ class JitterBuffer:
         if not self._playing and not self._start():
             self.stats.delay_ms = 0.0
             return None
+        fast = self._next_whole_frame()
+        if fast is not None:
+            return fast
         if self._expand and self._packets:
             self._expand -= 1
             self.stats.expanded += 1
@@ -268,6 +271,26 @@ class JitterBuffer:
                     self.stats.shrunk += 1
                     frame = _crossfade(frame, following)
         return None if frame is None else frame.astype("<i2", copy=False).tobytes()
+
+    def _next_whole_frame(self) -> bytes | None:
+        """The common case, without numpy: the packet at the play position is exactly one
+        frame, nothing is left over, concealed or due to be inserted or dropped."""
+        if self._expand or self._shrink or len(self._tail) or self._concealer.concealing:
+            return None
+        packet = self._packets.get(self._play)
+        if packet is None:
+            return None
+        pcm = self._decoder(packet.payload_type).decode(packet.payload)
+        if len(pcm) != 2 * self._frame:
+            self._tail = np.frombuffer(pcm, dtype="<i2").astype(np.int16)  # _take cuts it
+            del self._packets[self._play]
+            self._note_played(packet)
+            return None
+        del self._packets[self._play]
+        self._note_played(packet)
+        self._play += self._frame_units
+        self._concealer.good_pcm(pcm)
+        return pcm
 
     def _start(self) -> bool:
         """Begin playout once the target delay is buffered (or has been waited for)."""

@@ -42,6 +42,10 @@ class Concealer:
         self._min_lag = rate // MAX_PITCH_HZ
         self._max_lag = rate // MIN_PITCH_HZ
         self._history = np.zeros(3 * self._max_lag, dtype=np.int16)
+        # Good audio not yet merged into _history (s16le bytes, oldest first): a frame
+        # played as it came costs a list append, and is converted only when a loss needs it.
+        self._recent: list[bytes] = []
+        self._recent_bytes = 0
         self._cycle: np.ndarray | None = None  # the repeated period, while concealing
         self._phase = 0  # next sample of the cycle
         self._lost = 0  # samples concealed since the last good one
@@ -57,6 +61,15 @@ class Concealer:
     def exhausted(self) -> bool:
         """The concealment has faded to silence: a gap this long is an underrun, not a loss."""
         return self._lost >= self._hold + self._fade
+
+    def good_pcm(self, pcm: bytes) -> None:
+        """Real audio (s16le bytes) played as it is, outside a gap: the jitter buffer's
+        fast path for a frame that needs no cross-fade (``concealing`` is False)."""
+        self._recent.append(pcm)
+        self._recent_bytes += len(pcm)
+        keep = 2 * len(self._history)
+        while self._recent_bytes - len(self._recent[0]) >= keep:
+            self._recent_bytes -= len(self._recent.pop(0))
 
     def good(self, samples: np.ndarray) -> np.ndarray:
         """Real audio (int16); returned as it should be played (cross-faded after a gap)."""
@@ -95,8 +108,16 @@ class Concealer:
         self._lost += count
         return cycle[index] * gain
 
+    def _merge_recent(self) -> None:
+        if self._recent:
+            recent = np.frombuffer(b"".join(self._recent), dtype="<i2").astype(np.int16)
+            self._recent.clear()
+            self._recent_bytes = 0
+            self._remember(recent)
+
     def _period(self) -> np.ndarray:
         """One pitch period of the last good audio, its end blended into its start."""
+        self._merge_recent()
         history = self._history.astype(np.float32)
         lag = self._pitch(history)
         cycle = history[-lag:].copy()
@@ -124,6 +145,7 @@ class Concealer:
         return self._max_lag - int(np.argmax(score))
 
     def _remember(self, samples: np.ndarray) -> None:
+        self._merge_recent()
         keep = len(self._history)
         if len(samples) >= keep:
             self._history = samples[-keep:]

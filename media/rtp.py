@@ -204,6 +204,8 @@ class RtpSender:
         self.clock_rate = clock_rate
         # RFC 3550 section 8.1: the SSRC is chosen at random.
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
+        if not 0 <= self.ssrc < TS_MOD:
+            raise ValueError(f"SSRC {self.ssrc} is not 32-bit")
         self._sequence = secrets.randbits(16) if sequence is None else sequence % SEQ_MOD
         self._timestamp = secrets.randbits(32) if timestamp is None else timestamp % TS_MOD
 
@@ -223,14 +225,7 @@ class RtpSender:
         ``samples`` is how many clock ticks the payload covers (160 for 20 ms of G.711).
         Set ``marker`` on the first packet of a talk-spurt (RFC 3551 section 4.1).
         """
-        data = RtpPacket(
-            payload_type=self.payload_type,
-            sequence=self._sequence,
-            timestamp=self._timestamp,
-            ssrc=self.ssrc,
-            payload=payload,
-            marker=marker,
-        ).to_bytes()
+        data = self._header(self.payload_type, self._timestamp, marker) + payload
         self._sequence = (self._sequence + 1) % SEQ_MOD
         self.skip(samples)
         return data
@@ -238,10 +233,18 @@ class RtpSender:
     def event(self, payload_type: int, timestamp: int, payload: bytes, *, marker: bool) -> bytes:
         """Serialise an RFC 4733 event packet: the next sequence number, but the event's
         own start ``timestamp``; the audio clock is moved on by :meth:`skip` meanwhile."""
-        data = RtpPacket(payload_type=payload_type, sequence=self._sequence, timestamp=timestamp,
-                         ssrc=self.ssrc, payload=payload, marker=marker).to_bytes()
+        if not 0 <= payload_type <= MAX_PAYLOAD_TYPE:
+            raise ValueError(f"payload type {payload_type} is outside 0..127")
+        data = self._header(payload_type, timestamp % TS_MOD, marker) + payload
         self._sequence = (self._sequence + 1) % SEQ_MOD
         return data
+
+    def _header(self, payload_type: int, timestamp: int, marker: bool) -> bytes:
+        """The fixed header, with no CSRCs or extension (RFC 3550 section 5.1). Packed
+        directly: the counters are kept in range here, so there is nothing to check
+        per packet."""
+        return _FIXED.pack(RTP_VERSION << 6, (0x80 if marker else 0) | payload_type,
+                           self._sequence, timestamp, self.ssrc)
 
     def skip(self, samples: int) -> None:
         """Advance the timestamp for a tick on which nothing is sent (silence

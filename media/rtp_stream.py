@@ -106,8 +106,11 @@ def _datagrams(sock: socket.socket) -> list[tuple[bytes, Address, float | None]]
         except OSError as exc:  # ICMP port unreachable from an earlier send, and the like
             log.debug("RTP receive: %s", exc)
             continue
-        arrival = next((_unix_time(cdata) for level, kind, cdata in ancillary
-                        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS), None)
+        arrival = None
+        for level, kind, cdata in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                arrival = _unix_time(cdata)
+                break
         out.append((data, (source[0], source[1]), arrival))
 
 

@@ -77,3 +77,18 @@ def test_concealing_silence_stays_silent() -> None:
     plc = Concealer(8000)
     plc.good(np.zeros(480, dtype=np.int16))
     assert not np.any(plc.conceal(160))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_frames_remembered_as_bytes_conceal_exactly_as_arrays_do(rate: int) -> None:
+    """The jitter buffer's fast path hands over bytes; a loss after it must sound the same."""
+    frame = rate // 50
+    history = tone(rate, 130.0, frame * 12)
+    as_arrays, as_bytes = Concealer(rate), Concealer(rate)
+    for i in range(12):
+        chunk = history[i * frame:(i + 1) * frame]
+        as_arrays.good(chunk)
+        as_bytes.good_pcm(chunk.astype("<i2").tobytes())
+    assert np.array_equal(as_arrays.conceal(frame), as_bytes.conceal(frame))
+    after = tone(rate, 130.0, frame, start=frame * 13)
+    assert np.array_equal(as_arrays.good(after), as_bytes.good(after))
