@@ -39,6 +39,9 @@ from .transcript import Transcript
 
 log = logging.getLogger("trivox.dialog")
 
+#: How far synthesis runs ahead of what the caller hears: the next sentence goes to TTS
+#: once less than this is left to play, so a barge-in discards little synthesised audio.
+TTS_LEAD_MS = 1500
 #: Finished transcripts waiting for listen(); more than this and the oldest is useless.
 TRANSCRIPT_QUEUE = 16
 
@@ -127,8 +130,9 @@ class Call:
 
     async def say_stream(self, pieces: AsyncIterable[str]) -> bool:
         """Speak text that is still being written (a language model's reply): each
-        sentence goes to TTS as soon as it is complete, so the caller hears the first
-        while the rest is on its way. Returns False if the caller interrupted.
+        sentence goes to TTS as soon as it is complete (and less than ``TTS_LEAD_MS``
+        remains to play), so the caller hears the first while the rest is on its way.
+        Returns False if the caller interrupted.
 
         ``pieces`` is consumed inside the speaking scope: a barge-in cancels it too (and
         so closes a model's request), and the history keeps only what was heard.
@@ -142,6 +146,7 @@ class Call:
                 pacer.start_utterance()
                 async with aclosing(sentences(pieces)) as stream:
                     async for sentence in stream:
+                        await pacer.wait_below(TTS_LEAD_MS)
                         current = Spoken(sentence)
                         spoken.append(current)
                         async for chunk in self.services.tts.synthesize(sentence, self.sample_rate):

@@ -124,6 +124,9 @@ class Pacer:
         self._played_frames = 0
         self._idle = trio.Event()
         self._idle.set()
+        # A producer waiting for the queue to fall below ``_low_mark`` ms.
+        self._low_mark: int | None = None
+        self._low = trio.Event()
         self.skipped_ticks = 0  # slots given up after a stall (a health metric)
         self._failure: Exception | None = None
         self._failed = trio.Event()
@@ -175,7 +178,20 @@ class Pacer:
         self._partial.clear()
         self._open = False
         self._idle.set()
+        self._low.set()
         return dropped
+
+    async def wait_below(self, ms: int) -> None:
+        """Return once less than ``ms`` of audio is queued (at once if it already is).
+
+        A producer that stays only that far ahead of the caller (TTS, sentence by
+        sentence) wastes nothing on what a barge-in throws away: no synthesis time,
+        and with a cloud TTS, no paid characters.
+        """
+        if self.queued_ms < ms:
+            return
+        self._low_mark, self._low = ms, trio.Event()
+        await self._low.wait()
 
     async def wait_idle(self) -> None:
         """Return once every queued frame has been handed to the sink.
@@ -229,6 +245,9 @@ class Pacer:
             await sink(None)
             return
         utterance, frame = self._frames.popleft()
+        if self._low_mark is not None and len(self._frames) * FRAME_MS < self._low_mark:
+            self._low_mark = None
+            self._low.set()
         await sink(frame)
         if utterance == self._utterance:
             self._played_frames += 1

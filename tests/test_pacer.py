@@ -209,3 +209,40 @@ async def test_empty_utterance_is_idle(autojump_clock: trio.testing.MockClock) -
         await pacer.wait_idle()
     assert pacer.played_ms == 0
     assert pacer.flush() == 0
+
+
+async def test_wait_below_returns_when_the_queue_has_drained_to_the_mark(autojump_clock) -> None:
+    pacer = Pacer(RATE)
+    sink = Recorder(ticks=1000)
+    pacer.enqueue(b"".join(frame(n) for n in range(100)))  # 2 s
+    seen: list[tuple[int, int]] = []
+
+    async def producer() -> None:
+        await pacer.wait_below(500)
+        seen.append((pacer.queued_ms, len(sink.calls)))
+        await pacer.wait_below(5000)  # already below: at once
+        seen.append((pacer.queued_ms, len(sink.calls)))
+        sink.scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        await run_for(pacer, sink)
+    # 2000 ms queued, released once under 500 ms: after 76 frames were handed over.
+    assert seen == [(480, 76), (480, 76)]
+
+
+async def test_a_flush_releases_a_producer_waiting_for_room(autojump_clock) -> None:
+    pacer = Pacer(RATE)
+    pacer.enqueue(silence(RATE) * 50)
+    released = trio.Event()
+
+    async def producer() -> None:
+        await pacer.wait_below(100)
+        released.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        await trio.sleep(1)  # no pacer runs: nothing drains
+        assert not released.is_set()
+        pacer.flush()
+        await released.wait()
