@@ -15,6 +15,7 @@ frame) and its transcript closed, then the root is cancelled.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import signal
 import ssl
@@ -157,6 +158,27 @@ async def serve(config: Config, calls: Calls) -> None:
         log.info("dialog %r, ASR %s, TTS %s (config: %s)", config.dialog.handler, config.asr.type,
                  config.tts.type, config.source)
         root.start_soon(_shutdown_on_signal, calls, sip, root.cancel_scope)
+        quiet_garbage_collector()
+
+
+#: The cyclic collector's thresholds once the server is up (CPython's own: 700, 10, 10).
+GC_THRESHOLDS = (5000, 50, 1000)
+
+
+def quiet_garbage_collector() -> None:
+    """Keep the garbage collector's pauses off the media clock.
+
+    A collection stops the event loop for as long as it walks the objects it covers: at
+    200 calls, bench/media.py measured full collections of 60-110 ms every few seconds
+    and young ones of up to 15 ms, each a burst of late packets on every call (p99 send
+    deviation 60-100 ms at 60% CPU). Everything loaded at start-up (models, modules, the
+    SIP stack) lives as long as the process, so ``gc.freeze`` takes it out of the
+    collector's sight; and since a call's objects are freed by reference counting, not
+    by the collector, rarer collections lose nothing but time.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _calls_nursery(*, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
