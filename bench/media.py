@@ -1,7 +1,8 @@
 """Media plane load: N simultaneous calls on loopback, answered by trivox or by pyVoIP.
 
 Each call receives and sends real RTP at 50 packets per second: the callers send speech
-with pauses (PCMU), the answerer talks back. trivox has its whole media plane in the loop
+with pauses (PCMU), each from its own point of the script as on a real trunk (or, with
+--in-step, all the same words on the same tick), and the answerer talks back. trivox has its whole media plane in the loop
 (jitter buffer, G.711, resampling, batched VAD, barge-in; see bench/media_trivox.py);
 pyVoIP answers the same calls with its own phone (bench/media_pyvoip.py). The answerer
 runs pinned to one core and the callers to another, so "CPU" is one core's share.
@@ -12,7 +13,7 @@ receive timestamps, consecutive packets of continuous audio), frames more than a
 frame late, and frames missing from the sequence. Then the CPU the VAD takes per call,
 batched across calls and run per call.
 
-    .venv/bin/python bench/media.py [--calls 50,100,200,300] [--seconds 10] [--answerers trivox,pyvoip]
+    .venv/bin/python bench/media.py [--calls 50,100,200,300] [--seconds 10] [--answerers trivox,pyvoip] [--in-step]
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ async def wait_ready(callers: Callers, answerer: str, target: tuple[str, int], p
             await trio.sleep(0.2)
 
 
-async def one_run(answerer: str, calls: int, seconds: float, core: int | None) -> tuple[Figures, float]:
-    callers = Callers(caller_payloads())
+async def one_run(answerer: str, calls: int, seconds: float, core: int | None,
+                  in_step: bool = False) -> tuple[Figures, float]:
+    callers = Callers(caller_payloads(), in_step=in_step)
     me = await callers.bind()
     port = free_port()
     if answerer == "trivox":
@@ -160,6 +162,9 @@ def main() -> None:
     parser.add_argument("--calls", default="50,100,200,300", help="comma-separated call counts")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--answerers", default="trivox,pyvoip")
+    parser.add_argument("--in-step", action="store_true",
+                        help="all callers speak the same words on the same tick (worst case); "
+                             "by default each starts at its own point of the script")
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     answerer_core = cores[0] if len(cores) > 1 else None
@@ -171,7 +176,7 @@ def main() -> None:
     per_call: dict[int, float] = {}
     for answerer in args.answerers.split(","):
         for calls in counts:
-            figures, cpu = trio.run(one_run, answerer, calls, args.seconds, answerer_core)
+            figures, cpu = trio.run(one_run, answerer, calls, args.seconds, answerer_core, args.in_step)
             if answerer == "trivox":
                 per_call[calls] = cpu / max(1, figures.answered)
             print(f"{answerer:<9} {calls:>5} {figures.answered:>5} {100 * cpu:>6.1f} "

@@ -79,7 +79,10 @@ def header(message: str, name: str) -> str:
 class Callers:
     """Places, feeds, measures and ends the calls; runs inside one Trio nursery."""
 
-    def __init__(self, payloads: list[bytes]) -> None:
+    def __init__(self, payloads: list[bytes], *, in_step: bool = False) -> None:
+        """``in_step``: every caller plays the same frame of the script on the same tick
+        (the worst case: all turns, barge-ins and replies of the answerer at once)."""
+        self._in_step = in_step
         self.sip = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
         self.legs: dict[str, Leg] = {}
         self._payloads = payloads
@@ -178,11 +181,17 @@ class Callers:
                 if leg.answered.is_set():
                     nursery.start_soon(self._read, leg)
             ssrc, tick, start = 0x0BE4C4, 0, trio.current_time()
+            count = len(self.legs)
             while True:
-                payload = self._payloads[tick % len(self._payloads)]
                 for leg in self.legs.values():
                     if leg.remote is None:
                         continue
+                    # Each caller is at its own point of the script, spread evenly over
+                    # it: callers of a real trunk do not all start and stop talking on
+                    # the same 20 ms (which would make every barge-in, end of turn and
+                    # reply of the answerer land on one tick).
+                    offset = 0 if self._in_step else leg.index * len(self._payloads) // count
+                    payload = self._payloads[(tick + offset) % len(self._payloads)]
                     packet = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * SAMPLES) & 0xFFFFFFFF,
                                          ssrc + leg.index) + payload
                     try:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media.codecs import G722_CODEC, L16_CODEC, PCMU
-from media.jitter import JitterBuffer
+from media.jitter import TRANSIT_WINDOW, JitterBuffer, TransitWindow
 from media.rtp import SEQ_MOD, TS_MOD, RtpPacket
 
 FRAME = 0.020
@@ -305,3 +305,14 @@ def test_any_network_keeps_order_and_counts_every_packet(seed: int, loss: float,
     assert missing >= lost - {i for i in lost if i > max(played, default=-1)}
     assert len(missing - lost) <= stats.late + 2 * stats.shrunk
     assert stats.restarts == 0
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=600), st.sampled_from([0.0, 50.0, 95.0, 100.0]))
+def test_transit_spread_is_numpys_percentile_over_the_window(values, quantile) -> None:
+    window = TransitWindow()
+    for value in values:
+        window.add(value)
+    last = np.array(values[-TRANSIT_WINDOW:])
+    assert len(window) == len(last)
+    expected = float(np.percentile(last, quantile)) - float(last.min())
+    assert window.spread(quantile) == pytest.approx(expected, rel=1e-9, abs=1e-6)
