@@ -42,6 +42,9 @@ log = logging.getLogger("trivox.dialog")
 #: How far synthesis runs ahead of what the caller hears: the next sentence goes to TTS
 #: once less than this is left to play, so a barge-in discards little synthesised audio.
 TTS_LEAD_MS = 1500
+#: Caller audio handed to the recogniser at a time: Google asks for about 100 ms per
+#: streaming request, and a hop per chunk instead of per frame costs a fifth as much.
+ASR_CHUNK_MS = 100
 #: Finished transcripts waiting for listen(); more than this and the oldest is useless.
 TRANSCRIPT_QUEUE = 16
 
@@ -284,13 +287,16 @@ class Call:
 
         The VAD runs on every frame as it arrives; each utterance's audio goes to its ASR
         stream through a channel read by a task of its own, so a slow decode never delays
-        the VAD, and so never delays a barge-in.
+        the VAD, and so never delays a barge-in. The audio crosses in chunks of
+        ``ASR_CHUNK_MS`` (what streaming services ask for), the rest at the turn's end.
         """
         batcher = self.services.vad_batcher
         scorer = batcher.stream(self.sample_rate) if batcher is not None else None
         vad = VadSegmenter(self.sample_rate, self.services.vad, scorer)
         preroll: deque[bytes] = deque(maxlen=max(1, math.ceil(vad.pre_roll_ms / FRAME_MS)))
         utterance: trio.MemorySendChannel[bytes] | None = None
+        pending = bytearray()  # utterance audio not yet handed to the recogniser
+        chunk = self.sample_rate * 2 * ASR_CHUNK_MS // 1000
         talking = False
         try:
             async for frame in self._leg.inbound:
@@ -301,20 +307,25 @@ class Call:
                 if utterance is None:
                     preroll.append(frame)
                 else:
-                    utterance.send_nowait(frame)
+                    pending += frame
+                    if len(pending) >= chunk:
+                        utterance.send_nowait(bytes(pending))
+                        pending.clear()
                 for event in await vad.feed(frame):
                     if isinstance(event, SpeechStart) and not talking:
                         talking = True
                         self._barge_in()
                         if self.services.asr is not None:
                             utterance, audio = trio.open_memory_channel[bytes](math.inf)
-                            for early in preroll:
-                                utterance.send_nowait(early)
+                            utterance.send_nowait(b"".join(preroll))
                             self._nursery.start_soon(self._recognise, self.services.asr, audio)
                         preroll.clear()
                     elif isinstance(event, SpeechEnd) and talking:
                         talking = False
                         if utterance is not None:
+                            if pending:
+                                utterance.send_nowait(bytes(pending))
+                                pending.clear()
                             utterance.close()  # the recogniser finishes the turn
                             utterance = None
                     else:
