@@ -109,6 +109,7 @@ class Call:
         #: Each caller frame also goes to these (a speech-to-speech session's input).
         self._taps: list[Callable[[bytes], None]] = []
         self._speech_listeners: list[Callable[[bool], Awaitable[None]]] = []
+        self._recognising = True  # utterances go to the ASR (not while converse() runs)
 
     @property
     def sample_rate(self) -> int:
@@ -273,7 +274,19 @@ class Call:
         """Hand the call to the speech-to-speech model until it ends (see dialog.realtime)."""
         if self.services.sts is None:
             raise RuntimeError("no speech-to-speech model is configured: set [sts] type")
-        await converse(self, self.services.sts, self.services.realtime)
+        # The service hears and transcribes the caller itself: our recogniser rests (the
+        # VAD goes on, for turn_detection = "trivox").
+        self._recognising = False
+        try:
+            await converse(self, self.services.sts, self.services.realtime)
+        finally:
+            self._recognising = True
+
+    @property
+    def digits(self) -> trio.MemoryReceiveChannel[str]:
+        """The caller's key presses as they come, for a dialog that hands them on (a
+        speech-to-speech service); ``collect_digits`` reads the same channel."""
+        return self._leg.digits
 
     def tap(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
         """Give ``listener`` every caller frame from now on; returns the way to stop."""
@@ -315,7 +328,7 @@ class Call:
                     if isinstance(event, SpeechStart) and not talking:
                         talking = True
                         self._barge_in()
-                        if self.services.asr is not None:
+                        if self.services.asr is not None and self._recognising:
                             utterance, audio = trio.open_memory_channel[bytes](math.inf)
                             utterance.send_nowait(b"".join(preroll))
                             self._nursery.start_soon(self._recognise, self.services.asr, audio)

@@ -40,14 +40,23 @@ def load_handler(name: str) -> Handler:
                               f'or "module:function", or an entry point in {ENTRY_POINT_GROUP})')
         handler = next(iter(found)).load()
     else:
-        module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise PluginError(f"cannot import dialog module {module_name!r}: {exc}") from None
-        handler = getattr(module, attr, None)
-        if handler is None:
-            raise PluginError(f"dialog module {module_name!r} has no {attr!r}")
+        handler = import_by_name(target, "dialog")
     if not inspect.iscoroutinefunction(handler):
         raise PluginError(f"dialog {name!r} must be an async function taking the call")
     return handler
+
+
+def import_by_name(target: str, what: str) -> object:
+    """The object ``target`` names as "package.module:attribute" (a dialog, a tool);
+    a PluginError saying which ``what`` could not be found otherwise."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise PluginError(f'{what} {target!r}: expected "package.module:function"')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(f"cannot import {what} module {module_name!r}: {exc}") from None
+    found = getattr(module, attr, None)
+    if found is None:
+        raise PluginError(f"{what} module {module_name!r} has no {attr!r}")
+    return found

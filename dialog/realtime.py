@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,21 +95,39 @@ async def converse(call: Call, sts: STS, settings: RealtimeSettings) -> None:
     """Run the call on ``sts`` until the call or the session ends."""
     instructions = await settings.resolve(call.id)
     tools = {tool.spec.name: tool for tool in call.services.tools}
-    async with sts.connect(call.sample_rate, instructions, [tool.spec for tool in tools.values()]) as session:
+    specs = [tool.spec for tool in tools.values()]
+    async with sts.connect(call.sample_rate, instructions, specs, call_id=call.id) as session:
         conversation = _Conversation(call, session, tools, settings)
         await conversation.run()
 
 
 class _Reply:
-    """The agent reply being played: its item, how much audio came, and where it was cut."""
+    """One agent reply: its audio item, how much of it came, its words (the service's
+    transcript so far), and where the caller cut it."""
 
     def __init__(self, item_id: str) -> None:
         self.item_id = item_id
         self.received_ms = 0.0
+        self.text = ""
         self.played_at_cut: int | None = None
+        self.done = False  # the service has sent all of it
+        self.awaiting_playout = False  # a task records it once it has played out
+        self.recorded = False  # its words are in the history
+
+    @property
+    def open(self) -> bool:
+        """Still arriving and not cut: new audio and words belong to it."""
+        return not self.done and self.played_at_cut is None
 
 
 class _Conversation:
+    """The event loop of one speech-to-speech call.
+
+    The service sends a reply's audio and transcript far faster than the caller hears
+    them, so a reply's words go to the history only once they have been heard: when its
+    audio has played out, or, cut by a barge-in, as far as it had played.
+    """
+
     def __init__(self, call: Call, session: StsSession, tools: dict[str, Tool], settings: RealtimeSettings) -> None:
         self._call = call
         self._session = session
@@ -116,6 +135,8 @@ class _Conversation:
         self._settings = settings
         self._pacer = call.pacer
         self._reply: _Reply | None = None
+        self._tool_answered = False  # the current response's tool calls were answered
+        self._nursery: trio.Nursery | None = None
         send, self._caller_audio = trio.open_memory_channel[bytes](CALLER_QUEUE)
         self._caller_send = send
 
@@ -124,7 +145,11 @@ class _Conversation:
         stop_vad = self._call.on_speech(self._our_vad) if self._settings.turn_detection == "trivox" else None
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._send_caller_audio)
+                send_digit = getattr(self._session, "send_digit", None)
+                if send_digit is not None:  # a service that hears key presses (AVR's connectors)
+                    nursery.start_soon(self._forward_digits, send_digit)
                 if self._settings.greet:
                     await self._session.respond()
                 async for event in self._session.events():
@@ -145,6 +170,11 @@ class _Conversation:
         async for frame in self._caller_audio:
             await self._session.send_audio(frame)
 
+    async def _forward_digits(self, send_digit: Callable[[str], Awaitable[None]]) -> None:
+        async for digit in self._call.digits:
+            await self._call.transcript.write("dtmf", digits=digit)
+            await send_digit(digit)
+
     async def _our_vad(self, started: bool) -> None:
         """turn_detection = "trivox": our VAD's speech start is a barge-in, its end the turn's end."""
         if started:
@@ -152,52 +182,100 @@ class _Conversation:
         else:
             await self._session.respond()
 
+    def _current(self, item_id: str) -> _Reply:
+        """The reply that audio of ``item_id`` (or words, with no id) belong to.
+
+        Audio of a reply the caller cut may still be in flight: with the same item id it
+        joins the cut reply (and is dropped). A service without item ids (AVR) sends the
+        next reply's audio after a cut, and a reply after a finished one is a new one.
+        """
+        reply = self._reply
+        if reply is not None and item_id and item_id == reply.item_id:
+            return reply
+        if reply is not None and reply.open and (not item_id or not reply.item_id):
+            reply.item_id = reply.item_id or item_id
+            return reply
+        self._reply = _Reply(item_id)
+        self._pacer.start_utterance()
+        return self._reply
+
     async def _handle(self, event: object) -> None:
         call = self._call
         if isinstance(event, AgentAudio):
-            if self._reply is None or event.item_id != self._reply.item_id:
-                self._reply = _Reply(event.item_id)
-                self._pacer.start_utterance()
-            if self._reply.played_at_cut is None:  # audio of a cut reply still in flight
-                self._reply.received_ms += duration_ms(event.pcm, call.sample_rate)
+            reply = self._current(event.item_id)
+            if reply.played_at_cut is None:  # else: audio of a cut reply still in flight
+                reply.received_ms += duration_ms(event.pcm, call.sample_rate)
                 self._pacer.enqueue(event.pcm)
         elif isinstance(event, CallerSpeechStarted):
             await self._barge_in()
-        elif isinstance(event, SpokenText) and event.final and event.text:
-            await self._spoken(event)
+        elif isinstance(event, SpokenText) and event.role == "user":
+            if event.final and event.text:
+                call.history.append({"role": "user", "content": event.text})
+                await call.transcript.write("caller", text=event.text)
+        elif isinstance(event, SpokenText):
+            if self._reply is not None and self._reply.played_at_cut is not None and not self._reply.done:
+                return  # the rest of a cut reply's words: the caller never heard them
+            reply = self._current("")
+            reply.text = event.text
+            if event.final:  # services without a "response done" (AVR) end a reply here
+                self._await_playout(reply)
         elif isinstance(event, ToolCall):
             await self._tool(event)
         elif isinstance(event, ResponseDone):
             self._pacer.end_utterance()
-            await self._pacer.wait_idle()
-            await call.end_turn(heard=self._reply is None or self._reply.played_at_cut is None)
+            reply = self._reply
+            if reply is not None:
+                reply.done = True
+            if self._tool_answered:  # the model goes on with the tools' results
+                self._tool_answered = False
+            elif reply is not None and reply.played_at_cut is None:
+                self._await_playout(reply)
+
+    def _await_playout(self, reply: _Reply) -> None:
+        if not reply.awaiting_playout:
+            reply.awaiting_playout = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._played_out, reply)
+
+    async def _played_out(self, reply: _Reply) -> None:
+        """Once ``reply`` has played to its end (events flow on meanwhile: a barge-in may
+        still cut it): its words into the history, then what a tool asked for (the
+        hangup after a goodbye)."""
+        await self._pacer.wait_idle()
+        heard = reply.played_at_cut is None
+        if heard:
+            await self._record(reply)
+        await self._call.end_turn(heard=heard)
 
     async def _barge_in(self) -> None:
         reply = self._reply
-        if reply is None or reply.played_at_cut is not None or not self._pacer.queued_ms:
-            return  # the agent is not speaking
+        if reply is None or reply.recorded or reply.played_at_cut is not None or not self._pacer.queued_ms:
+            return  # the agent is not speaking (or this reply was cut already)
         played = self._pacer.played_ms
         self._pacer.flush()
         reply.played_at_cut = played
         log.info("barge-in after %d ms of agent speech", played)
         await self._session.truncate(reply.item_id, played)
+        await self._record(reply)
 
-    async def _spoken(self, event: SpokenText) -> None:
-        call = self._call
-        if event.role == "user":
-            call.history.append({"role": "user", "content": event.text})
-            await call.transcript.write("caller", text=event.text)
+    async def _record(self, reply: _Reply) -> None:
+        """The reply's words into the history and transcript, once; cut to what was
+        heard when the caller barged in."""
+        if reply.recorded:
             return
-        reply = self._reply
-        if reply is not None and reply.played_at_cut is not None:
-            heard = heard_prefix(event.text, reply.played_at_cut, max(reply.received_ms, reply.played_at_cut))
-            if heard:
-                call.history.append({"role": "assistant", "content": heard})
-            await call.transcript.write("agent", text=heard, interrupted=True, intended=event.text)
-        else:
-            call.history.append({"role": "assistant", "content": event.text})
-            await call.transcript.write("agent", text=event.text)
+        reply.recorded = True
+        call, text = self._call, reply.text
+        if reply.played_at_cut is None:
+            if text:
+                call.history.append({"role": "assistant", "content": text})
+                await call.transcript.write("agent", text=text)
+            return
+        heard = heard_prefix(text, reply.played_at_cut, max(reply.received_ms, reply.played_at_cut))
+        if heard:
+            call.history.append({"role": "assistant", "content": heard})
+        await call.transcript.write("agent", text=heard, interrupted=True, intended=text)
 
     async def _tool(self, event: ToolCall) -> None:
         output = await run_tool(self._call, self._tools, event)
         await self._session.tool_result(event.id, output)
+        self._tool_answered = True

@@ -13,16 +13,17 @@ the Call (to read the caller's number, or to press keys); the model never sees i
 
 from __future__ import annotations
 
-import importlib
-import logging
 import inspect
 import json
+import logging
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from providers.base import ProviderError, ToolCall, ToolSpec
+
+from .plugins import PluginError, import_by_name
 
 if TYPE_CHECKING:
     from .call import Call
@@ -115,17 +116,11 @@ def load_tools(names: list[str]) -> list[Tool]:
     """The user's tools named "package.module:function"; a bad name is a ToolError."""
     tools = []
     for name in names:
-        module_name, _, attr = name.partition(":")
-        if not attr:
-            raise ToolError(f'tool {name!r}: expected "package.module:function"')
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ToolError(f"cannot import tool module {module_name!r}: {exc}") from None
-        function = getattr(module, attr, None)
-        if function is None:
-            raise ToolError(f"tool module {module_name!r} has no {attr!r}")
-        tools.append(tool_from_function(function))
+            function = import_by_name(name, "tool")
+        except PluginError as exc:
+            raise ToolError(str(exc)) from None
+        tools.append(tool_from_function(function))  # type: ignore[arg-type]
     return tools
 
 

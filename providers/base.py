@@ -175,6 +175,10 @@ class StsSession(Protocol):
 class STS(Protocol):
     name: str
 
-    def connect(self, sample_rate: int, instructions: str,
-                tools: Sequence[ToolSpec] = ()) -> AbstractAsyncContextManager[StsSession]:
-        """A session for audio at ``sample_rate`` Hz, closed when the context exits."""
+    def connect(self, sample_rate: int, instructions: str, tools: Sequence[ToolSpec] = (), *,
+                call_id: str | None = None) -> AbstractAsyncContextManager[StsSession]:
+        """A session for audio at ``sample_rate`` Hz, closed when the context exits.
+
+        ``call_id`` names the call to a service that keys its sessions on it (AVR's
+        connectors do); others may ignore it.
+        """

@@ -160,8 +160,9 @@ class OpenAIRealtime:
                                       input_transcription=input_transcription)
 
     @asynccontextmanager
-    async def connect(self, sample_rate: int, instructions: str,
-                      tools: Sequence[ToolSpec] = ()) -> AsyncIterator[RealtimeSession]:
+    async def connect(self, sample_rate: int, instructions: str, tools: Sequence[ToolSpec] = (), *,
+                      call_id: str | None = None) -> AsyncIterator[RealtimeSession]:
+        """``call_id`` is not sent: the service keys its sessions on the socket."""
         protocol = RealtimeProtocol(self.options, instructions, tools, sample_rate)
         async with open_realtime(self._settings, preview=protocol.preview, model=self.options.model) as socket:
             await socket.send(protocol.session_update())
