@@ -106,21 +106,26 @@ def _openai_tts(options: Options, shared: Shared) -> TTS:
 
 def _openai_sts(options: Options, shared: Shared) -> STS:
     values = _checked("OpenAI Realtime", options, {"model": str, "voice": str, "temperature": float,
-                                                   "max_output_tokens": int, "turn_detection": str})
+                                                   "max_output_tokens": int, "turn_detection": str,
+                                                   "input_transcription": str})
+    if values.get("turn_detection") == "trivox":
+        values["turn_detection"] = "none"  # our VAD cuts the turns; the service waits to be asked
     from .openai.realtime import OpenAIRealtime
 
     return OpenAIRealtime(_openai(shared, "OpenAI Realtime"), **values)
 
 
 def _google_asr(options: Options, shared: Shared) -> ASR:
-    values = _checked("Google Speech-to-Text", options, {"model": str, "language": str})
+    values = _checked("Google Speech-to-Text", options, {"model": str, "language": str, "encoding": str,
+                                                         "use_enhanced": bool})
     from .google.speech import GoogleSpeech
 
     return GoogleSpeech(**values, **_google(shared))
 
 
 def _google_tts(options: Options, shared: Shared) -> TTS:
-    values = _checked("Google Text-to-Speech", options, {"voice": str, "language": str, "speed": float})
+    values = _checked("Google Text-to-Speech", options, {"voice": str, "language": str, "speed": float,
+                                                         "encoding": str, "streaming": bool})
     if "speed" in values:
         values["speaking_rate"] = values.pop("speed")
     from .google.tts import GoogleTTS

@@ -152,7 +152,7 @@ async def test_the_request_carries_the_configured_model_options_tools_and_histor
                           "messages": history, "tools": [{"type": "function", "function": {
                               "name": "get_weather", "description": "The weather in a city now",
                               "parameters": dict(tool.parameters)}}]}
-    assert plain == {"model": "gpt-4o-mini", "stream": True, "messages": HELLO}
+    assert plain == {"model": "gpt-4o-mini", "temperature": 0.7, "stream": True, "messages": HELLO}
     assert fake.requests[0].headers["authorization"] == f"Bearer {KEY}"
 
 

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
 
 DEFAULT_MODEL = "gpt-4o-mini"
+#: What a phone agent answers with unless told otherwise ([llm] temperature's default).
+DEFAULT_TEMPERATURE = 0.7
 #: The chat API's range of ``temperature``.
 TEMPERATURES = (0.0, 2.0)
 #: Longest piece of a service's error message we repeat.
@@ -107,14 +109,15 @@ class ChatAssembler:
 class OpenAILLM:
     """The LLM protocol on ``/chat/completions`` of ``settings``' service.
 
-    ``temperature`` (0..2) and ``max_tokens`` are sent only when set, so the service's
-    (or the local model's) defaults apply otherwise.
+    ``temperature`` (0..2) is 0.7 unless set, steadier than the service's usual 1.0
+    for a phone agent; None, and an unset ``max_tokens``, leave it to the service (or
+    the local model).
     """
 
     name = "openai"
 
     def __init__(self, settings: OpenAISettings, model: str = DEFAULT_MODEL,
-                 temperature: float | None = None, max_tokens: int | None = None) -> None:
+                 temperature: float | None = DEFAULT_TEMPERATURE, max_tokens: int | None = None) -> None:
         low, high = TEMPERATURES
         if temperature is not None and not low <= temperature <= high:
             raise ProviderError(f"OpenAI chat temperature must be {low:g}..{high:g}, not {temperature}")
