@@ -45,6 +45,8 @@ log = logging.getLogger("trivox.dialog")
 
 #: Caller frames waiting for the service (5 s); past that the link is too slow to help.
 CALLER_QUEUE = 250
+#: How long the agent's audio must have been quiet before a reply counts as played out.
+PLAYOUT_QUIET_S = 0.3
 #: Seconds a per-call instructions URL may take to answer.
 INSTRUCTIONS_TIMEOUT = 5.0
 
@@ -241,7 +243,13 @@ class _Conversation:
         """Once ``reply`` has played to its end (events flow on meanwhile: a barge-in may
         still cut it): its words into the history, then what a tool asked for (the
         hangup after a goodbye)."""
-        await self._pacer.wait_idle()
+        while reply.played_at_cut is None:
+            await self._pacer.wait_idle()
+            # A service may send a reply's words before its audio (AVR's connectors, which
+            # have no "response done" either): played out means quiet for a moment.
+            await trio.sleep(PLAYOUT_QUIET_S)
+            if not self._pacer.queued_ms:
+                break
         heard = reply.played_at_cut is None
         if heard:
             await self._record(reply)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import numpy as np
 import pytest
 import trio
 
@@ -15,7 +16,9 @@ from dialog.tools import builtin_tools, tool_from_function
 from media.codecs import PCMU
 from providers.openai.client import OpenAISettings
 from providers.openai.realtime import OpenAIRealtime
-from providers.registry import build_tts
+from providers.base import ProviderError
+from providers.registry import build_sts, build_tts
+from tests.fakes.avr import FakeAvrSts, FakeStsCall
 from tests.fakes.openai_realtime import FakeRealtime, Reply, ToolScript
 from tests.phone import SPEECH_RMS, rms, transcript_events
 from tests.speech import speak
@@ -149,3 +152,70 @@ async def test_instructions_are_fetched_per_call_from_a_url(fake, tmp_path):
     (tmp_path / "prompt.txt").write_text("You sell bread.\n")
     assert await RealtimeSettings(instructions_file=str(tmp_path / "prompt.txt")).resolve("x") == "You sell bread."
     assert await RealtimeSettings(instructions="Direct.", instructions_url=url).resolve("x") == "Direct."
+
+
+async def test_a_dropped_realtime_connection_ends_the_conversation_with_a_provider_error(fake, tmp_path):
+    fake.caller_turn_ms = 600
+    fake.replies.append(Reply(audio_ms=2000, transcript="This reply never ends.", chunks=4, drop_after=2))
+    leg = MemoryLeg()
+    with pytest.RaisesGroup(pytest.RaisesExc(ProviderError, match="OpenAI Realtime connection closed mid-session"),
+                            flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(leg.pacer.run, leg.sink)
+            call = Call(leg, services(fake, tmp_path, greet=False), nursery)
+            nursery.start_soon(call.run_ears)
+            nursery.start_soon(leg.talk, speak("are you there", RATE))
+            await call.converse()
+
+
+async def test_an_avr_connector_carries_the_call_with_its_interruptions_and_key_presses(tmp_path):
+    """AVR's STS protocol: the call's id in init, 8 kHz audio both ways, ``interruption``
+    as the barge-in (no truncate to send: the connector cut its own reply), transcripts
+    of both sides, and the caller's key presses passed on as dtmf_digit."""
+    greeting = tone_pcm(1000)
+
+    async def connector(conn: FakeStsCall) -> None:
+        await conn.until(lambda c: len(c.caller_audio) >= 320 * 25)  # half a second of the caller
+        await conn.transcript("agent", "Welcome to the bakery.")
+        await conn.send_audio(greeting)
+        await conn.until(lambda c: len(c.caller_audio) >= 320 * 50)
+        await conn.interrupt()
+        await conn.transcript("user", "one moment")
+        await conn.until(lambda c: any(m.get("type") == "dtmf_digit" for m in c.messages))
+
+    fake = FakeAvrSts(connector)
+    leg = MemoryLeg()
+    async with trio.open_nursery() as servers:
+        await servers.start(fake.serve)
+        call_services = CallServices(asr=None, tts=build_tts("local", {}), sts=build_sts("avr", {"url": fake.url}),
+                                     realtime=RealtimeSettings(greet=False), transcripts_dir=str(tmp_path))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(leg.pacer.run, leg.sink)
+            call = Call(leg, call_services, nursery)
+            nursery.start_soon(call.run_ears)
+            nursery.start_soon(call.converse)
+            nursery.start_soon(leg.talk, speak("hello, hello, is this the bakery", RATE))
+            await fake.connected.wait()
+            (conn,) = fake.calls
+            with trio.fail_after(10):
+                while not any(e["kind"] == "caller" for e in transcript_events(tmp_path)):
+                    await trio.sleep(0.05)
+            leg.press.send_nowait("5")
+            with trio.fail_after(10):
+                await conn.until(lambda c: any(m.get("type") == "dtmf_digit" for m in c.messages))
+            nursery.cancel_scope.cancel()
+        servers.cancel_scope.cancel()
+    assert conn.messages[0] == {"type": "init", "uuid": leg.call_id}
+    assert [m for m in conn.messages if m["type"] == "dtmf_digit"] == [{"type": "dtmf_digit", "digit": "5"}]
+    played = len(agent_frames(leg)) * 20
+    assert 0 < played < 1000  # the interruption cut the greeting short
+    heard = call.history[0]
+    assert heard["role"] == "assistant" and "Welcome to the bakery.".startswith(heard["content"])
+    assert call.history[-1] == {"role": "user", "content": "one moment"}
+    agent = [e for e in transcript_events(tmp_path) if e["kind"] == "agent"]
+    assert agent[0]["interrupted"] is True and agent[0]["intended"] == "Welcome to the bakery."
+
+
+def tone_pcm(ms: int) -> bytes:
+    t = np.arange(8 * ms) / 8000
+    return (np.sin(2 * np.pi * 300 * t) * 8000).astype("<i2").tobytes()
