@@ -14,6 +14,7 @@ option that the chosen provider does not take (``asr.keywords`` on OpenAI's ASR)
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
@@ -64,44 +65,34 @@ def build_sts(type_: str, options: Options, shared: Shared | None = None) -> STS
 
 def _local_asr(options: Options, shared: Shared) -> ASR:
     values = _checked("local ASR (pocketsphinx)", options, {"keywords": list, "grammar": str})
-    from .local.sphinx import SphinxASR
-
-    return SphinxASR(**values)
+    return _provider("local.sphinx", "SphinxASR", "pocketsphinx", "")(**values)
 
 
 def _local_tts(options: Options, shared: Shared) -> TTS:
     values = _checked("local TTS (eSpeak NG)", options, {"voice": str, "rate": int, "pitch": int})
-    from .local.espeak import EspeakTTS
-
-    return EspeakTTS(**values)
+    return _provider("local.espeak", "EspeakTTS", "eSpeak NG", "")(**values)
 
 
 def _openai_asr(options: Options, shared: Shared) -> ASR:
     values = _checked("OpenAI ASR", options, {"model": str, "language": str, "prompt": str})
-    from .openai.transcribe import OpenAITranscriber
-
-    return OpenAITranscriber(_openai(shared, "OpenAI ASR"), **values)
+    return _provider("openai.transcribe", "OpenAITranscriber", "OpenAI ASR", "openai")(
+        _openai(shared, "OpenAI ASR"), **values)
 
 
 def _openai_realtime_asr(options: Options, shared: Shared) -> ASR:
     values = _checked("OpenAI realtime ASR", options, {"model": str, "language": str})
-    from .openai.realtime_transcribe import OpenAIRealtimeTranscriber
-
-    return OpenAIRealtimeTranscriber(_openai(shared, "OpenAI realtime ASR"), **values)
+    return _provider("openai.realtime_transcribe", "OpenAIRealtimeTranscriber", "OpenAI realtime ASR", "openai")(
+        _openai(shared, "OpenAI realtime ASR"), **values)
 
 
 def _openai_llm(options: Options, shared: Shared) -> LLM:
     values = _checked("OpenAI LLM", options, {"model": str, "temperature": float, "max_tokens": int})
-    from .openai.llm import OpenAILLM
-
-    return OpenAILLM(_openai(shared, "OpenAI LLM"), **values)
+    return _provider("openai.llm", "OpenAILLM", "OpenAI LLM", "openai")(_openai(shared, "OpenAI LLM"), **values)
 
 
 def _openai_tts(options: Options, shared: Shared) -> TTS:
     values = _checked("OpenAI TTS", options, {"model": str, "voice": str, "instructions": str, "speed": float})
-    from .openai.tts import OpenAITTS
-
-    return OpenAITTS(_openai(shared, "OpenAI TTS"), **values)
+    return _provider("openai.tts", "OpenAITTS", "OpenAI TTS", "openai")(_openai(shared, "OpenAI TTS"), **values)
 
 
 def _openai_sts(options: Options, shared: Shared) -> STS:
@@ -110,17 +101,14 @@ def _openai_sts(options: Options, shared: Shared) -> STS:
                                                    "input_transcription": str})
     if values.get("turn_detection") == "trivox":
         values["turn_detection"] = "none"  # our VAD cuts the turns; the service waits to be asked
-    from .openai.realtime import OpenAIRealtime
-
-    return OpenAIRealtime(_openai(shared, "OpenAI Realtime"), **values)
+    return _provider("openai.realtime", "OpenAIRealtime", "OpenAI Realtime", "openai")(
+        _openai(shared, "OpenAI Realtime"), **values)
 
 
 def _google_asr(options: Options, shared: Shared) -> ASR:
     values = _checked("Google Speech-to-Text", options, {"model": str, "language": str, "encoding": str,
                                                          "use_enhanced": bool})
-    from .google.speech import GoogleSpeech
-
-    return GoogleSpeech(**values, **_google(shared))
+    return _provider("google.speech", "GoogleSpeech", "Google Speech-to-Text", "google")(**values, **_google(shared))
 
 
 def _google_tts(options: Options, shared: Shared) -> TTS:
@@ -128,9 +116,7 @@ def _google_tts(options: Options, shared: Shared) -> TTS:
                                                          "encoding": str, "streaming": bool})
     if "speed" in values:
         values["speaking_rate"] = values.pop("speed")
-    from .google.tts import GoogleTTS
-
-    return GoogleTTS(**values, **_google(shared))
+    return _provider("google.tts", "GoogleTTS", "Google Text-to-Speech", "google")(**values, **_google(shared))
 
 
 def _avr(kind: str) -> Builder:
@@ -141,12 +127,21 @@ def _avr(kind: str) -> Builder:
         values = _checked(provider, options, {"url": str})
         if not values.get("url"):
             raise ProviderError(f"{provider} needs the service's URL: set {kind}.url")
-        from .avr import http, sts
-
-        factory = {"asr": http.AvrAsr, "llm": http.AvrLlm, "tts": http.AvrTts, "sts": sts.AvrSts}[kind]
-        return factory(values["url"])
+        module, name = {"asr": ("http", "AvrAsr"), "llm": ("http", "AvrLlm"), "tts": ("http", "AvrTts"),
+                        "sts": ("sts", "AvrSts")}[kind]
+        return _provider(f"avr.{module}", name, provider, "avr")(values["url"])
 
     return builder
+
+
+def _provider(module: str, name: str, provider: str, extra: str) -> Any:
+    """The class ``name`` of ``providers.<module>``, imported only now that it is chosen;
+    a library of its that is not installed is a ProviderError naming the extra to install."""
+    try:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    except ImportError as exc:
+        fix = f"pip install 'trivox[{extra}]'" if extra else "reinstall trivox"
+        raise ProviderError(f"{provider} needs {exc.name or 'a library that is not installed'}: {fix}") from None
 
 
 def _openai(shared: Shared, provider: str):  # -> OpenAISettings

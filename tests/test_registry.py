@@ -58,3 +58,11 @@ def test_options_are_checked_by_the_chosen_provider():
         build("tts", "openai", {"speed": "fast"}, {"openai": {"api_key": "k"}})
     with pytest.raises(ProviderError, match="AVR STS needs the service's URL: set sts.url"):
         build_sts("avr", {})
+
+
+def test_a_missing_library_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "trio_websocket", None)  # as if trio-websocket were not installed
+    monkeypatch.delitem(sys.modules, "providers.openai.realtime", raising=False)
+    with pytest.raises(ProviderError) as info:
+        build_sts("openai", {}, {"openai": {"api_key": "k"}})
+    assert str(info.value) == "OpenAI Realtime needs trio_websocket: pip install 'trivox[openai]'"
