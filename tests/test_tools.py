@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from dialog.plugins import load_handler
 from dialog.tools import ToolError, builtin_tools, by_name, load_tools, tool_from_function
 
 
@@ -93,3 +95,11 @@ def test_builtins_offer_transfer_only_with_a_target_and_names_are_unique():
     hangup = builtin_tools("")[0]
     with pytest.raises(ToolError, match="two tools are named 'hangup'"):
         by_name([hangup, hangup])
+
+
+def test_the_example_plugins_tools_load_with_their_schemas(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    bread, reserve = load_tools(["bakery:todays_bread", "bakery:reserve"])
+    assert bread.spec.parameters["properties"]["day"]["enum"][0] == "monday"
+    assert reserve.takes_call and reserve.spec.parameters["required"] == ["bread", "loaves"]
+    assert load_handler("bakery:handle").__name__ == "handle"
