@@ -36,6 +36,7 @@ def baresip_config(folder: Path, microphone: Path, dumps: Path) -> None:
     folder.mkdir()
     (folder / "config").write_text(
         f"sip_listen\t127.0.0.1:{free_udp_port()}\n"
+        "net_interface\t127.0.0.1\n"  # its SDP names loopback, not the host's other address
         f"rtp_ports\t{rtp}-{rtp + 20}\n"
         "audio_player\taubridge,nil\n"  # no sound card: a player that goes nowhere ...
         "audio_alert\taubridge,nil\n"
