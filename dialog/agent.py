@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from providers.base import LLM, LlmDone, Message, TextDelta, ToolCall
+from providers.base import LLM, LlmDone, Message, ProviderError, TextDelta, ToolCall
 
 from .tools import Tool, by_name, run_tool
 
@@ -27,6 +27,8 @@ log = logging.getLogger("trivox.dialog")
 
 #: Rounds of tool calls in one turn before the agent gives up (a model in a loop).
 MAX_TOOL_ROUNDS = 5
+#: What the caller hears when the model fails mid-turn.
+TURN_APOLOGY = "Sorry, I could not answer that just now. Could you say it again?"
 
 
 class Agent:
@@ -48,7 +50,21 @@ class Agent:
         return [*system, *self._call.history]
 
     async def respond(self) -> bool:
-        """Answer the conversation so far, out loud; False if the caller interrupted."""
+        """Answer the conversation so far, out loud; False if the caller interrupted.
+
+        A failing model (a timeout, a dropped stream, the service's error) costs one
+        turn, not the call: what it had said plays out, the caller hears a short
+        apology, and respond() returns False; the dialog listens again.
+        """
+        try:
+            return await self._turn()
+        except ProviderError as exc:
+            log.warning("the agent's turn failed: %s", exc)
+            await self._call.transcript.write("error", text=str(exc))
+            await self._call.say(TURN_APOLOGY)
+            return False
+
+    async def _turn(self) -> bool:
         for _ in range(MAX_TOOL_ROUNDS):
             calls: list[ToolCall] = []
             heard = await self._call.say_stream(self._reply(calls))

@@ -27,7 +27,7 @@ from media.audio import FRAME_MS, duration_ms
 from media.pacer import Pacer
 from media.recorder import CallRecorder
 from media.vad import SpeechEnd, SpeechStart, VadBatcher, VadConfig, VadSegmenter
-from providers.base import ASR, LLM, STS, TTS
+from providers.base import ASR, LLM, STS, TTS, ProviderError
 
 from .agent import Agent
 from .heard import Spoken, heard_text
@@ -139,32 +139,41 @@ class Call:
         Returns False if the caller interrupted.
 
         ``pieces`` is consumed inside the speaking scope: a barge-in cancels it too (and
-        so closes a model's request), and the history keeps only what was heard.
+        so closes a model's request), and the history keeps only what was heard. When
+        the text's source or the TTS fails (a ProviderError), what was already
+        synthesised still plays out and is recorded, and then the error is raised.
         """
         await self.answer()
         pacer = self._leg.pacer
         spoken: list[Spoken] = []
+        failure: ProviderError | None = None
         with trio.CancelScope() as scope:
             self._speaking = scope
             try:
                 pacer.start_utterance()
-                async with aclosing(sentences(pieces)) as stream:
-                    async for sentence in stream:
-                        await pacer.wait_below(TTS_LEAD_MS)
-                        current = Spoken(sentence)
-                        spoken.append(current)
-                        async for chunk in self.services.tts.synthesize(sentence, self.sample_rate):
-                            current.ms += duration_ms(chunk, self.sample_rate)
-                            pacer.enqueue(chunk)
-                        current.whole = True
+                try:
+                    async with aclosing(sentences(pieces)) as stream:
+                        async for sentence in stream:
+                            await pacer.wait_below(TTS_LEAD_MS)
+                            current = Spoken(sentence)
+                            spoken.append(current)
+                            async for chunk in self.services.tts.synthesize(sentence, self.sample_rate):
+                                current.ms += duration_ms(chunk, self.sample_rate)
+                                pacer.enqueue(chunk)
+                            current.whole = True
+                except ProviderError as exc:
+                    failure = exc
                 pacer.end_utterance()
                 await pacer.wait_idle()
             finally:
                 self._speaking = None
-        text = " ".join(part.text for part in spoken)
         if not scope.cancelled_caught:
+            text = " ".join(part.text for part in spoken if part.whole or failure is None)
             await self._record_agent(text, text, interrupted=False)
+            if failure is not None:
+                raise failure
             return True
+        text = " ".join(part.text for part in spoken)
         heard = heard_text(spoken, pacer.played_ms)
         log.info("barge-in after %d ms of agent speech", pacer.played_ms)
         await self._record_agent(text, heard, interrupted=True)

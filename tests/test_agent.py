@@ -8,12 +8,13 @@ import json
 import pytest
 import trio
 
+from dialog.agent import TURN_APOLOGY
 from dialog.call import Call, CallServices
 from dialog.tools import builtin_tools, tool_from_function
 from providers.openai.client import OpenAISettings
 from providers.openai.llm import OpenAILLM
 from providers.registry import build_tts
-from tests.fakes.openai_http import CHAT, ChatStream, FakeOpenAI, ToolCallScript
+from tests.fakes.openai_http import CHAT, ChatStream, FakeOpenAI, Stall, ToolCallScript
 from tests.phone import SPEECH_RMS, rms, transcript_events
 from tests.speech import speak
 from tests.test_call import RATE, MemoryLeg
@@ -160,3 +161,20 @@ async def test_barge_in_cancels_the_models_request_and_keeps_what_was_heard(fake
     interrupted = [e for e in transcript_events(tmp_path) if e["kind"] == "agent"]
     assert interrupted[-1]["interrupted"] is True and interrupted[-1]["text"] == heard["content"]
     assert json.dumps(interrupted[-1]["intended"]).count("sentence number") < len(sentences)
+
+
+@pytest.mark.parametrize("failure", ["timeout", "dropped"])
+async def test_a_failing_model_costs_the_turn_not_the_call(fake, tmp_path, failure):
+    if failure == "timeout":
+        fake.script(CHAT, Stall())
+    else:  # the stream breaks after its first sentence
+        fake.script(CHAT, ChatStream.of("We open at nine. ", "And we clo", "se at six.", pause=0.05, drop_after=3))
+    llm = OpenAILLM(OpenAISettings(api_key="test-key", base_url=fake.base_url, timeout=1.0, max_retries=0))
+    call_services = CallServices(asr=None, tts=build_tts("local", {}), llm=llm, transcripts_dir=str(tmp_path))
+    call, leg, heard = await turn(call_services, "When do you open?")
+    assert heard is False
+    spoken = [h["content"] for h in call.history if h["role"] == "assistant"]
+    # What the model had said before it failed was played and kept; then the apology.
+    assert spoken == (["We open at nine."] if failure == "dropped" else []) + [TURN_APOLOGY]
+    errors = [e["text"] for e in transcript_events(tmp_path) if e["kind"] == "error"]
+    assert len(errors) == 1 and "OpenAI chat" in errors[0] and "test-key" not in errors[0]

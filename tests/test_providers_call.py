@@ -161,3 +161,48 @@ async def test_avr_speech_reaches_the_line():
     assert finished
     assert abs(speech_ms(frames) - 900) <= 60
     assert re.fullmatch(r"/text-to-speech-stream", fake.exchanges[0].path)
+
+
+async def interrupted_say(tts, text: str) -> tuple[bool, list[dict]]:
+    """say(text) while the caller starts talking a second in: its result and the history."""
+    leg = MemoryLeg()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(leg.pacer.run, leg.sink)
+        call = Call(leg, CallServices(asr=None, tts=tts), nursery)
+        nursery.start_soon(call.run_ears)
+
+        async def caller() -> None:
+            await trio.sleep(1.0)
+            await leg.talk(speak("no, wait, stop", RATE))
+
+        nursery.start_soon(caller)
+        finished = await call.say(text)
+        nursery.cancel_scope.cancel()
+    return finished, call.history
+
+
+async def test_barge_in_closes_openais_speech_stream_mid_sentence():
+    fake = FakeOpenAI()
+    async with served(fake) as base_url:
+        # Eight seconds of speech sent over four: still streaming when the caller talks.
+        fake.script(SPEECH, PcmStream(tone(8000, SPEECH_RATE), chunks=40, pause=0.1))
+        tts = build("tts", "openai", {}, {"openai": {"api_key": KEY, "base_url": base_url}})
+        finished, history = await interrupted_say(tts, "A very long sentence about every bread we bake today")
+        (request,) = fake.to(SPEECH)
+        with trio.fail_after(5):
+            await request.finished.wait()
+    assert finished is False and request.disconnected
+    (said,) = history
+    assert "A very long sentence about every bread we bake today".startswith(said["content"])
+
+
+async def test_barge_in_closes_an_avr_speech_stream():
+    fake = FakeAvrHttp()
+    fake.audio = tone(600, 8000)
+    fake.hold = True  # the service keeps the answer open: more audio might come
+    async with served(fake):
+        finished, _ = await interrupted_say(build("tts", "avr", {"url": fake.url}), "Hold the line please.")
+        (exchange,) = fake.exchanges
+        with trio.fail_after(5):
+            await exchange.ended.wait()
+    assert finished is False and exchange.disconnected
