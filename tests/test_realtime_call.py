@@ -13,7 +13,7 @@ from tests.conftest import start_trivox
 from tests.fakes.openai_realtime import FakeRealtime, Reply
 from tests.phone import SPEECH_RMS, rms, transcript_events, ulaw_encode
 from tests.speech import speak
-from tests.test_sipp_call import Handset, sipp_command
+from tests.test_sipp_call import Handset, sipp_command, sipp_exited, start_sipp
 
 CALL_MS = 9000
 
@@ -41,18 +41,13 @@ async def test_a_sip_call_talks_to_the_realtime_model(tmp_path):
             command[command.index("-d") + 1] = str(CALL_MS)
             nursery.start_soon(handset.receive)
             nursery.start_soon(handset.send)
-            sipp = await nursery.start(lambda task_status: trio.run_process(
-                command, check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
-                task_status=task_status))
+            sipp = await start_sipp(nursery, command, tmp_path)
             greeting_at = await handset.wait_for_speech(0.0, timeout=30)
             await handset.wait_for_quiet(timeout=10)
             handset.say(utterance + bytes(8000 * 2))
             reply_at = await handset.wait_for_speech(greeting_at + 1.5, timeout=20)
             await handset.wait_for_quiet(timeout=10)
-            with trio.fail_after(CALL_MS / 1000 + 30):
-                while sipp.returncode is None:
-                    await trio.sleep(0.1)
-            assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+            await sipp_exited(sipp, CALL_MS / 1000 + 30)
             server.wait_for_log(r"call ended after .*: the caller hung up")
         finally:
             log = server.log()

@@ -108,13 +108,18 @@ async def test_dtmf_events_and_rtcp_reports_both_ways(stream):
         await ticks(stream, 1, frame=bytes(320))
         report = caller_rtcp.recv(2048)
         assert report[1] == 200  # an SR: we have sent audio
-        # The caller's receiver report about our stream: 25% lost, jitter 80 units.
-        block = struct.pack("!IIIIII", stream.rtcp.ssrc, (64 << 24) | 5, 100, 80, 0, 0)
+        # The caller's receiver report about our stream: 25% lost, jitter 80 units, and
+        # our SR echoed at once (LSR: the middle 32 bits of its NTP time; DLSR 0).
+        ntp_seconds, ntp_fraction = struct.unpack_from("!II", report, 8)
+        lsr = ((ntp_seconds & 0xFFFF) << 16) | (ntp_fraction >> 16)
+        block = struct.pack("!IIIIII", stream.rtcp.ssrc, (64 << 24) | 5, 100, 80, lsr, 0)
         rr = struct.pack("!BBHI", 0x81, 201, 7, 0x3333) + block
         caller_rtcp.sendto(rr, ("127.0.0.1", stream.local_port + 1))
         await ticks(stream, 30)  # RTCP is read every half second of ticks
         assert stream.rtcp.peer.fraction_lost == 0.25 and stream.rtcp.peer.jitter_ms == 10.0
         assert "the peer reports 25.0% lost, jitter 10.0 ms" in stream.summary()
+        # Round trip: from our SR to the RR's arrival, here on loopback within the test's ticks.
+        assert stream.rtcp.peer.round_trip_ms is not None and 0 <= stream.rtcp.peer.round_trip_ms < 500
     finally:
         caller.close()
         caller_rtcp.close()

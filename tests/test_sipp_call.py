@@ -45,6 +45,20 @@ async def run_sipp(target: tuple[str, int], scenario: str, cwd: Path, rtp_port: 
     assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
 
 
+async def start_sipp(nursery: trio.Nursery, command: list[str], cwd: Path) -> trio.Process:
+    """sipp running ``command`` in the background of ``nursery``; see :func:`sipp_exited`."""
+    return await nursery.start(lambda task_status: trio.run_process(
+        command, check=False, cwd=cwd, capture_stdout=True, capture_stderr=True, task_status=task_status))
+
+
+async def sipp_exited(sipp: trio.Process, timeout: float) -> None:
+    """Wait for sipp's scenario to end; it exits 0 only if every step went as written."""
+    with trio.fail_after(timeout):
+        while sipp.returncode is None:
+            await trio.sleep(0.1)
+    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -127,9 +141,7 @@ async def test_sipp_call_hears_greeting_and_echo(trivox, tmp_path):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handset.receive)
         nursery.start_soon(handset.send)
-        sipp = await nursery.start(lambda task_status: trio.run_process(
-            command, check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
-            task_status=task_status))
+        sipp = await start_sipp(nursery, command, tmp_path)
 
         greeting_at = await handset.wait_for_speech(0.0, timeout=30)
         await handset.wait_for_quiet(timeout=30)
@@ -142,11 +154,8 @@ async def test_sipp_call_hears_greeting_and_echo(trivox, tmp_path):
         await handset.wait_for_quiet(timeout=30)
         print(f"\nend of caller speech -> first reply packet: {(reply_at - spoken_end) * 1000:.0f} ms")
 
-        with trio.fail_after(CALL_MS / 1000 + 30):
-            while sipp.returncode is None:
-                await trio.sleep(0.1)
+        await sipp_exited(sipp, CALL_MS / 1000 + 30)
         nursery.cancel_scope.cancel()
-    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
 
     greeting, reply = handset.talkspurts()[:2]
     assert greeting[0][0] <= greeting_at < greeting[-1][0] < reply_at
@@ -182,17 +191,12 @@ async def test_ctrl_c_hangs_up_the_call_with_bye(trivox, tmp_path):
     command = sipp_command(trivox.sip, "uac_trivox_hangs_up.xml", sock.getsockname()[1])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handset.receive)
-        sipp = await nursery.start(lambda task_status: trio.run_process(
-            command, check=False, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
-            task_status=task_status))
+        sipp = await start_sipp(nursery, command, tmp_path)
         await handset.wait_for_speech(0.0, timeout=30)  # the call is up: the greeting plays
         assert await trio.to_thread.run_sync(trivox.stop) == 0  # Ctrl-C
-        with trio.fail_after(30):
-            while sipp.returncode is None:
-                await trio.sleep(0.1)
+        # sipp gets our BYE (its scenario waits for it and answers 200) and ends cleanly
+        await sipp_exited(sipp, 30)
         nursery.cancel_scope.cancel()
-    # sipp got our BYE (its scenario waits for it and answers 200) and ended cleanly
-    assert sipp.returncode == 0, (sipp.stdout or b"").decode(errors="replace")[-3000:]
     events = transcript_events(trivox.transcripts)
     assert events[-1]["kind"] == "end" and events[-1]["reason"] == "server shutting down"
     assert "SIGINT: hanging up 1 call(s)" in trivox.log()

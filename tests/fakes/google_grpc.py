@@ -131,6 +131,18 @@ class _Service:
             call.answered = True  # the client never went away: not a cancellation
 
     @staticmethod
+    def _first(call: Call, request: object, context: grpc.ServicerContext) -> bool:
+        """Whether ``request`` opens the stream: the first one must carry the
+        ``streaming_config``, as the service insists (else the call is aborted)."""
+        if call.config is not None:
+            return False
+        if "streaming_config" not in request:
+            call.answered = True
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry streaming_config")
+        call.config = request.streaming_config
+        return True
+
+    @staticmethod
     def _fail(call: Call, context: grpc.ServicerContext, failure: Failure) -> None:
         call.answered = True
         context.abort(failure.code, failure.details)
@@ -151,11 +163,7 @@ class FakeSpeech(_Service):
         failure = self.failure
         try:
             for request in requests:
-                if call.config is None:
-                    if "streaming_config" not in request:
-                        call.answered = True
-                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry streaming_config")
-                    call.config = request.streaming_config
+                if self._first(call, request, context):
                     continue
                 if "streaming_config" in request:
                     call.answered = True
@@ -209,11 +217,7 @@ class FakeTextToSpeech(_Service):
         call = self._begin(context)
         try:
             for request in requests:
-                if call.config is None:
-                    if "streaming_config" not in request:
-                        call.answered = True
-                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first request must carry streaming_config")
-                    call.config = request.streaming_config
+                if self._first(call, request, context):
                     if self.failure is not None:
                         self._fail(call, context, self.failure)
                     continue
