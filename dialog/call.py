@@ -157,9 +157,11 @@ class Call:
                             await pacer.wait_below(TTS_LEAD_MS)
                             current = Spoken(sentence)
                             spoken.append(current)
-                            async for chunk in self.services.tts.synthesize(sentence, self.sample_rate):
-                                current.ms += duration_ms(chunk, self.sample_rate)
-                                pacer.enqueue(chunk)
+                            speech = self.services.tts.synthesize(sentence, self.sample_rate)
+                            async with aclosing(speech) as audio:  # closed at once on a barge-in
+                                async for chunk in audio:
+                                    current.ms += duration_ms(chunk, self.sample_rate)
+                                    pacer.enqueue(chunk)
                             current.whole = True
                 except ProviderError as exc:
                     failure = exc
@@ -169,7 +171,8 @@ class Call:
                 self._speaking = None
         if not scope.cancelled_caught:
             text = " ".join(part.text for part in spoken if part.whole or failure is None)
-            await self._record_agent(text, text, interrupted=False)
+            if text:
+                await self._record_agent(text, text, interrupted=False)
             if failure is not None:
                 raise failure
             return True
