@@ -181,17 +181,18 @@ class Callers:
                 if leg.answered.is_set():
                     nursery.start_soon(self._read, leg)
             ssrc, tick, start = 0x0BE4C4, 0, trio.current_time()
-            count = len(self.legs)
+            # Each caller is at its own point of the script, spread evenly over it:
+            # callers of a real trunk do not all start and stop talking on the same 20 ms
+            # (which would make every barge-in, end of turn and reply of the answerer
+            # land on one tick).
+            script = len(self._payloads)
+            offsets = {leg.call_id: 0 if self._in_step else leg.index * script // len(self.legs)
+                       for leg in self.legs.values()}
             while True:
                 for leg in self.legs.values():
                     if leg.remote is None:
                         continue
-                    # Each caller is at its own point of the script, spread evenly over
-                    # it: callers of a real trunk do not all start and stop talking on
-                    # the same 20 ms (which would make every barge-in, end of turn and
-                    # reply of the answerer land on one tick).
-                    offset = 0 if self._in_step else leg.index * len(self._payloads) // count
-                    payload = self._payloads[(tick + offset) % len(self._payloads)]
+                    payload = self._payloads[(tick + offsets[leg.call_id]) % script]
                     packet = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * SAMPLES) & 0xFFFFFFFF,
                                          ssrc + leg.index) + payload
                     try:

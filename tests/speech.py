@@ -1,8 +1,10 @@
-"""Speech for tests, made with the same eSpeak NG engine trivox speaks with."""
+"""Audio for tests: speech made with the same eSpeak NG engine trivox speaks with, and tones."""
 
 from __future__ import annotations
 
 import functools
+
+import numpy as np
 
 from providers.local.espeak import EspeakTTS
 
@@ -19,3 +21,10 @@ def speak(text: str, rate: int = 8000, voice: str = "en-us", wpm: int = 175) -> 
     inside a Trio test or before ``trio.run``; cached, because tests say the same things.
     """
     return EspeakTTS(voice=voice, rate=wpm).render(text, rate)
+
+
+def tone(ms: float, rate: int, hz: float = 440.0, amplitude: int = 8000) -> bytes:
+    """``ms`` milliseconds of a sine as s16le mono at ``rate``: audio a test can check by
+    length and pitch (a byte out of place anywhere turns it into noise)."""
+    t = np.arange(int(rate * ms / 1000)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()

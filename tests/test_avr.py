@@ -41,14 +41,10 @@ from providers.base import (
 )
 from providers.registry import build_asr, build_llm, build_sts, build_tts
 from tests.fakes.avr import ASR_PATH, LLM_PATH, TTS_PATH, FakeAvrHttp, FakeAvrSts, FakeStsCall, wait_for_init
+from tests.speech import tone
 
 #: A guard against a hang, never a measure of speed.
 HANG_GUARD = 10
-
-
-def tone(hz: float, rate: int, ms: int, amplitude: int = 8000) -> bytes:
-    t = np.arange(rate * ms // 1000) / rate
-    return (amplitude * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
 
 
 def dominant_hz(pcm: bytes, rate: int) -> float:
@@ -87,7 +83,7 @@ def test_sts_caller_audio_goes_in_20ms_frames_at_8k() -> None:
 
 def test_sts_caller_audio_of_a_16k_call_is_converted_to_8k() -> None:
     core = StsConnection(16000, "u")
-    messages = core.send_audio(tone(1000, 16000, 1000))
+    messages = core.send_audio(tone(1000, 16000, hz=1000))
     frames = [base64.b64decode(json.loads(m)["audio"]) for m in messages]
     assert all(len(frame) == AVR_FRAME_BYTES for frame in frames)
     received = b"".join(frames)
@@ -96,7 +92,7 @@ def test_sts_caller_audio_of_a_16k_call_is_converted_to_8k() -> None:
 
 
 def test_sts_agent_audio_comes_back_at_the_call_rate() -> None:
-    pcm = tone(500, 8000, 200)
+    pcm = tone(200, 8000, hz=500)
     narrow = StsConnection(8000, "u")
     assert narrow.receive(audio_message(pcm)) == [AgentAudio(pcm)]
     wide = StsConnection(16000, "u")
@@ -131,7 +127,7 @@ def test_sts_protocol_violations(message: str) -> None:
 
 def test_sts_interruption_drops_what_the_resampler_held() -> None:
     core = StsConnection(16000, "u")
-    core.receive(audio_message(tone(500, 8000, 100)))
+    core.receive(audio_message(tone(100, 8000, hz=500)))
     core.receive('{"type":"interruption"}')
     assert core.end() == []  # the cut-off reply's tail is not played later
 
@@ -209,7 +205,7 @@ def feed_in_pieces(decoder: TtsAudioDecoder, body: bytes, size: int) -> bytes:
 
 
 def test_tts_audio_at_the_rate_asked_for() -> None:
-    pcm = tone(440, 8000, 500)
+    pcm = tone(500, 8000, hz=440)
     assert feed_in_pieces(TtsAudioDecoder(8000), pcm, 333) == pcm  # odd pieces: samples joined
     wide = feed_in_pieces(TtsAudioDecoder(24000), pcm, 320)
     assert len(wide) == 3 * len(pcm)
@@ -217,7 +213,7 @@ def test_tts_audio_at_the_rate_asked_for() -> None:
 
 
 def test_tts_wav_header_is_skipped_and_its_rate_used() -> None:
-    pcm = tone(440, 16000, 300)
+    pcm = tone(300, 16000, hz=440)
     assert feed_in_pieces(TtsAudioDecoder(16000), wav_header(16000) + pcm, 7) == pcm
     narrow = feed_in_pieces(TtsAudioDecoder(8000), wav_header(16000) + pcm, 1000)
     assert abs(len(narrow) - len(pcm) // 2) <= 4
@@ -269,7 +265,7 @@ async def run_sts(fake: FakeAvrSts, rate: int, *, send: bytes = b""):
 
 
 async def test_sts_turn_at_8k(connector) -> None:
-    speech, reply = tone(300, 8000, 100), tone(600, 8000, 120)
+    speech, reply = tone(100, 8000, hz=300), tone(120, 8000, hz=600)
 
     async def script(call: FakeStsCall) -> None:
         await call.until(lambda c: len(c.caller_audio) >= len(speech))
@@ -289,7 +285,7 @@ async def test_sts_turn_at_8k(connector) -> None:
 
 
 async def test_sts_turn_at_16k(connector) -> None:
-    speech, reply = tone(1000, 16000, 1000), tone(1000, 8000, 400)
+    speech, reply = tone(1000, 16000, hz=1000), tone(400, 8000, hz=1000)
 
     async def script(call: FakeStsCall) -> None:
         await call.until(lambda c: len(c.caller_audio) >= 7000 * 2)
@@ -307,9 +303,9 @@ async def test_sts_turn_at_16k(connector) -> None:
 async def test_sts_interruption_mid_reply(connector) -> None:
     async def script(call: FakeStsCall) -> None:
         await call.until(lambda c: bool(c.messages))
-        await call.send_audio(tone(400, 8000, 60))
+        await call.send_audio(tone(60, 8000, hz=400))
         await call.interrupt()
-        await call.send_audio(tone(400, 8000, 40))
+        await call.send_audio(tone(40, 8000, hz=400))
         await call.close()
 
     _, events = await run_sts(await connector(script), 8000)
@@ -329,7 +325,7 @@ async def test_sts_error_is_a_provider_error(connector) -> None:
 async def test_sts_abrupt_close_is_a_provider_error(connector) -> None:
     async def script(call: FakeStsCall) -> None:
         await call.until(lambda c: bool(c.messages))
-        await call.send_audio(tone(400, 8000, 20))
+        await call.send_audio(tone(20, 8000, hz=400))
         await call.drop()
 
     with pytest.raises(ProviderError, match="1006"):
@@ -405,7 +401,7 @@ async def recognise(asr: AvrAsr, pcm: bytes, rate: int, **kwargs) -> str:
 
 async def test_asr_utterance_to_transcript(services: FakeAvrHttp) -> None:
     services.transcripts, services.transcripts_early = ["hello there", "how are you"], True
-    speech = tone(300, 8000, 500)
+    speech = tone(500, 8000, hz=300)
     text = await recognise(AvrAsr(services.url, tail_silence_ms=250), speech, 8000, call_id="call-1")
     assert text == "hello there how are you"
     [exchange] = services.exchanges
@@ -418,7 +414,7 @@ async def test_asr_utterance_to_transcript(services: FakeAvrHttp) -> None:
 
 async def test_asr_of_a_16k_call_sends_8k(services: FakeAvrHttp) -> None:
     services.transcripts = ["one"]
-    assert await recognise(AvrAsr(services.url + ASR_PATH, tail_silence_ms=0), tone(1000, 16000, 500), 16000) == "one"
+    assert await recognise(AvrAsr(services.url + ASR_PATH, tail_silence_ms=0), tone(500, 16000, hz=1000), 16000) == "one"
     body = bytes(services.exchanges[0].body)
     assert len(body) == 500 * 16  # all of it at 8 kHz once the resampler is flushed
     assert dominant_hz(body, 8000) == pytest.approx(1000, abs=10)
@@ -427,12 +423,12 @@ async def test_asr_of_a_16k_call_sends_8k(services: FakeAvrHttp) -> None:
 async def test_asr_error_status(services: FakeAvrHttp) -> None:
     services.failures[ASR_PATH] = (500, b'{"message": "Error receiving audio stream"}')
     with pytest.raises(ProviderError, match="AVR ASR .* answered 500: Error receiving audio stream"):
-        await recognise(AvrAsr(services.url), tone(300, 8000, 100), 8000)
+        await recognise(AvrAsr(services.url), tone(100, 8000, hz=300), 8000)
 
 
 async def test_asr_close_mid_utterance(services: FakeAvrHttp) -> None:
     stream = await AvrAsr(services.url).open_stream(8000)
-    await stream.send_audio(tone(300, 8000, 100))
+    await stream.send_audio(tone(100, 8000, hz=300))
     await stream.aclose()
     await stream.aclose()
     with trio.fail_after(HANG_GUARD):
@@ -475,7 +471,7 @@ async def test_llm_cancel_closes_the_request(services: FakeAvrHttp) -> None:
 
 @pytest.mark.parametrize("rate", [8000, 16000, 24000])
 async def test_tts_streamed_audio_resampled(services: FakeAvrHttp, rate: int) -> None:
-    services.audio = tone(440, 8000, 1000)
+    services.audio = tone(1000, 8000, hz=440)
     chunks = [c async for c in AvrTts(services.url).synthesize("Hello there.", rate, call_id="call-5")]
     audio = b"".join(chunks)
     assert len(audio) == len(services.audio) * rate // 8000
@@ -494,7 +490,7 @@ async def test_tts_error_status_and_empty_text(services: FakeAvrHttp) -> None:
 
 
 async def test_tts_cancel_closes_the_request(services: FakeAvrHttp) -> None:
-    services.audio, services.hold = tone(440, 8000, 200), True
+    services.audio, services.hold = tone(200, 8000, hz=440), True
     with trio.CancelScope() as scope:
         async with aclosing(AvrTts(services.url).synthesize("Hello", 8000)) as speech:
             async for _ in speech:

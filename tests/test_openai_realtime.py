@@ -26,6 +26,7 @@ from providers.base import (
 from providers.openai.client import OpenAISettings
 from providers.openai.realtime import OpenAIRealtime, RealtimeSession
 from tests.fakes.openai_realtime import FakeRealtime, Reply, ToolScript
+from tests.speech import tone
 
 KEY = "sk-test-secret-key"
 WEATHER = ToolSpec("weather", "The weather in a city",
@@ -44,11 +45,6 @@ async def fake(nursery: trio.Nursery) -> FakeRealtime:
 
 def sts(fake: FakeRealtime, key: str = KEY, **options) -> OpenAIRealtime:
     return OpenAIRealtime(OpenAISettings(api_key=key, base_url=fake.base_url, timeout=5), **options)
-
-
-def tone(rate: int, ms: int) -> bytes:
-    t = np.arange(rate * ms // 1000) / rate
-    return (6000 * np.sin(2 * np.pi * 350 * t)).astype("<i2").tobytes()
 
 
 async def send(session: RealtimeSession, pcm: bytes, rate: int) -> None:
@@ -81,7 +77,7 @@ async def test_a_full_turn_on_an_8khz_call_is_mulaw_both_ways(fake: FakeRealtime
     fake.caller_turn_ms = 400
     fake.caller_transcript = "what is the weather"
     fake.replies.append(Reply(audio_ms=600, transcript="It is sunny today", chunks=4))
-    caller = tone(8000, 400)
+    caller = tone(400, 8000, hz=350, amplitude=6000)
     async with sts(fake).connect(8000, "Be brief.", [WEATHER]) as session:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send, session, caller, 8000)
@@ -106,7 +102,7 @@ async def test_a_full_turn_on_an_8khz_call_is_mulaw_both_ways(fake: FakeRealtime
 
 async def test_a_16khz_call_is_pcm16_at_24khz_on_the_wire_and_the_call_rate_back(fake: FakeRealtime) -> None:
     fake.replies.append(Reply(audio_ms=600, transcript="Hello", chunks=3))
-    caller = tone(16000, 500)
+    caller = tone(500, 16000, hz=350, amplitude=6000)
     async with sts(fake, turn_detection="none").connect(16000, "Be brief.") as session:
         await send(session, caller, 16000)
         await session.respond()  # our VAD ended the turn: commit, then ask
@@ -226,7 +222,7 @@ async def test_a_dropped_connection_mid_reply_is_a_provider_error(fake: FakeReal
                     async for event in stream:
                         events.append(event)
         with pytest.raises(ProviderError, match="connection closed"):
-            await session.send_audio(tone(8000, 20))
+            await session.send_audio(tone(20, 8000, hz=350, amplitude=6000))
     assert len(agent_pcm(events)) == 200 * 8 * 2  # the one chunk that came before the drop
 
 

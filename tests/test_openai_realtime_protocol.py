@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 import pytest
 
 from media.codecs import PCMU
@@ -27,6 +26,7 @@ from providers.openai.realtime_protocol import (
     WireAudio,
 )
 from tests.fakes.openai_realtime import GA_CLIENT, PREVIEW_CLIENT, strict
+from tests.speech import tone
 
 WEATHER = ToolSpec("weather", "The weather in a city",
                    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
@@ -34,11 +34,6 @@ PREVIEW_MODEL = "gpt-4o-realtime-preview"
 
 
 MULAW = PCMU.transcoder()
-
-
-def tone(rate: int, ms: int, hz: float = 440.0) -> bytes:
-    t = np.arange(rate * ms // 1000) / rate
-    return (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
 
 
 def protocol(rate: int = 8000, tools: tuple[ToolSpec, ...] = (), **options) -> RealtimeProtocol:
@@ -107,21 +102,21 @@ def test_options_are_checked_when_built():
 
 def test_8khz_audio_goes_as_mulaw_byte_for_byte_both_ways():
     proto = protocol(8000)
-    pcm = tone(8000, 100)
+    pcm = tone(100, 8000)
     [append] = sent(proto, proto.append_audio(pcm))
     assert base64.b64decode(append["audio"]) == MULAW.encode(pcm)
-    wire = MULAW.encode(tone(8000, 60, 300))
+    wire = MULAW.encode(tone(60, 8000, hz=300))
     [audio] = proto.receive(audio_delta("item_1", wire))
     assert audio == AgentAudio(MULAW.decode(wire), "item_1")
 
 
 def test_16khz_audio_is_resampled_to_24khz_and_back_with_the_right_length():
     proto = protocol(16000)
-    pcm = tone(16000, 500)
+    pcm = tone(500, 16000)
     wire = b"".join(base64.b64decode(e["audio"]) for e in sent(proto, proto.append_audio(pcm) + proto.commit())
                     if e["type"] == "input_audio_buffer.append")
     assert abs(len(wire) // 2 - 24000 // 2) <= 2  # 500 ms at 24 kHz, to a sample or two
-    reply = tone(24000, 600)
+    reply = tone(600, 24000)
     events = []
     for start in range(0, len(reply), 4800):
         events += proto.receive(audio_delta("item_1", reply[start:start + 4800]))
@@ -134,7 +129,7 @@ def test_16khz_audio_is_resampled_to_24khz_and_back_with_the_right_length():
 
 def test_a_reply_tail_is_released_at_response_done_not_held_for_the_next_reply():
     audio = WireAudio(16000)
-    first = audio.decode(tone(24000, 200))
+    first = audio.decode(tone(200, 24000))
     tail = audio.end_reply()
     assert len(first) + len(tail) == pytest.approx(16000 * 0.2 * 2, abs=4)
     assert tail  # the filter did hold some: without end_reply it would be lost
@@ -142,7 +137,7 @@ def test_a_reply_tail_is_released_at_response_done_not_held_for_the_next_reply()
 
 def test_ga_server_events_become_trivox_events_in_order():
     proto = protocol(8000)
-    wire = MULAW.encode(tone(8000, 40))
+    wire = MULAW.encode(tone(40, 8000))
     script = [
         {"type": "session.updated", "event_id": "e", "session": {"type": "realtime"}},
         {"type": "input_audio_buffer.speech_started", "event_id": "e", "item_id": "u1", "audio_start_ms": 0},
@@ -173,7 +168,7 @@ def test_ga_server_events_become_trivox_events_in_order():
 
 def test_preview_names_the_audio_events_differently():
     proto = protocol(8000, model=PREVIEW_MODEL)
-    wire = MULAW.encode(tone(8000, 20))
+    wire = MULAW.encode(tone(20, 8000))
     assert proto.receive(audio_delta("a1", wire, "response.output_audio.delta")) == []
     [audio] = proto.receive(audio_delta("a1", wire, "response.audio.delta"))
     assert audio.item_id == "a1" and proto.current_item_id == "a1"
@@ -200,12 +195,12 @@ def test_respond_with_instructions_and_manual_turns_commit_first():
     proto = protocol(8000)
     assert sent(proto, proto.respond("Greet the caller.")) == [
         {"type": "response.create", "response": {"instructions": "Greet the caller."}}]
-    proto.append_audio(tone(8000, 200))
+    proto.append_audio(tone(200, 8000))
     assert [e["type"] for e in proto.respond()] == ["response.create"]  # server VAD commits itself
 
     manual = protocol(8000, turn_detection="none")
     assert [e["type"] for e in manual.respond()] == ["response.create"]  # nothing to commit
-    manual.append_audio(tone(8000, 200))
+    manual.append_audio(tone(200, 8000))
     assert [e["type"] for e in sent(manual, manual.respond())] == ["input_audio_buffer.commit", "response.create"]
     assert [e["type"] for e in manual.respond()] == ["response.create"]
 
@@ -261,7 +256,7 @@ def test_transcription_session_interim_then_final():
     assert update["session"] == {"type": "transcription", "audio": {"input": {
         "format": {"type": "audio/pcmu"}, "turn_detection": None,
         "transcription": {"model": "gpt-4o-mini-transcribe", "language": "en"}}}}
-    [append] = proto.append_audio(tone(8000, 100))
+    [append] = proto.append_audio(tone(100, 8000))
     strict(GA_CLIENT, append)
     assert [e["type"] for e in proto.commit()] == ["input_audio_buffer.commit"]
     assert proto.receive({"type": "input_audio_buffer.committed", "item_id": "u1"}) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import trio
 
@@ -12,6 +11,7 @@ from providers.base import ProviderError, Transcript
 from providers.openai.client import OpenAISettings
 from providers.openai.realtime_transcribe import OpenAIRealtimeTranscriber, RealtimeTranscriptionStream
 from tests.fakes.openai_realtime import FakeRealtime
+from tests.speech import tone
 
 KEY = "sk-test-secret-key"
 MULAW = PCMU.transcoder()
@@ -30,11 +30,6 @@ def asr(fake: FakeRealtime, timeout: float = 5, **options) -> OpenAIRealtimeTran
                                      **options)
 
 
-def tone(rate: int, ms: int) -> bytes:
-    t = np.arange(rate * ms // 1000) / rate
-    return (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
-
-
 async def feed(stream: RealtimeTranscriptionStream, pcm: bytes, rate: int) -> None:
     step = frame_bytes(rate)
     for start in range(0, len(pcm), step):
@@ -44,7 +39,7 @@ async def feed(stream: RealtimeTranscriptionStream, pcm: bytes, rate: int) -> No
 async def test_interim_texts_then_the_final_one_for_an_8khz_utterance(fake: FakeRealtime) -> None:
     fake.transcript = "Book a table for two."
     fake.interim = ["book", " a table", " for two"]
-    utterance = tone(8000, 1500)
+    utterance = tone(1500, 8000, hz=300, amplitude=6000)
     stream = await asr(fake, language="en").open_stream(8000)
     await feed(stream, utterance, 8000)
     with trio.fail_after(HANG_GUARD):
@@ -69,7 +64,7 @@ async def test_interim_texts_then_the_final_one_for_an_8khz_utterance(fake: Fake
 async def test_a_16khz_utterance_goes_as_pcm16_at_24khz(fake: FakeRealtime) -> None:
     fake.transcript = "hello"
     stream = await asr(fake, model="gpt-4o-transcribe").open_stream(16000)
-    await feed(stream, tone(16000, 800), 16000)
+    await feed(stream, tone(800, 16000, hz=300, amplitude=6000), 16000)
     with trio.fail_after(HANG_GUARD):
         assert await stream.finish() == Transcript("hello", final=True)
     conn = fake.last
@@ -83,7 +78,7 @@ async def test_no_audio_needs_no_connection_and_too_little_is_an_empty_transcrip
     assert await silent.finish() == Transcript("", final=True)
     assert fake.connections == []
     short = await asr(fake).open_stream(8000)
-    await feed(short, tone(8000, 40), 8000)  # under the 100 ms the service commits
+    await feed(short, tone(40, 8000, hz=300, amplitude=6000), 8000)  # under the 100 ms the service commits
     with trio.fail_after(HANG_GUARD):
         assert await short.finish() == Transcript("", final=True)
     assert len(fake.last.audio) == 8 * 40
@@ -92,7 +87,7 @@ async def test_no_audio_needs_no_connection_and_too_little_is_an_empty_transcrip
 async def test_cancelling_finish_closes_the_socket(fake: FakeRealtime) -> None:
     fake.stall = trio.Event()
     stream = await asr(fake).open_stream(8000)
-    await feed(stream, tone(8000, 500), 8000)
+    await feed(stream, tone(500, 8000, hz=300, amplitude=6000), 8000)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream.finish)
         with trio.fail_after(HANG_GUARD):
@@ -106,7 +101,7 @@ async def test_cancelling_finish_closes_the_socket(fake: FakeRealtime) -> None:
 async def test_a_service_that_never_answers_is_a_provider_error(fake: FakeRealtime) -> None:
     fake.stall = trio.Event()
     stream = await asr(fake, timeout=0.2).open_stream(8000)
-    await feed(stream, tone(8000, 300), 8000)
+    await feed(stream, tone(300, 8000, hz=300, amplitude=6000), 8000)
     with pytest.raises(ProviderError, match="no transcript within"):
         await stream.finish()
     with trio.fail_after(HANG_GUARD):

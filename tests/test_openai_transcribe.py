@@ -7,7 +7,6 @@ import io
 import wave
 from typing import Any
 
-import numpy as np
 import pytest
 import trio
 
@@ -16,6 +15,7 @@ from providers.base import ProviderError, Transcript
 from providers.openai.client import OpenAISettings
 from providers.openai.transcribe import OpenAITranscriber
 from tests.fakes.openai_http import TRANSCRIPTIONS, ErrorReply, FakeOpenAI, JsonReply
+from tests.speech import tone
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -32,11 +32,6 @@ def transcriber(fake: FakeOpenAI, **options: Any) -> OpenAITranscriber:
     return OpenAITranscriber(settings, **options)
 
 
-def speech(rate: int, seconds: float) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    return (6000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
-
-
 async def utterance(asr: OpenAITranscriber, rate: int, pcm: bytes) -> Transcript:
     stream = await asr.open_stream(rate)
     try:
@@ -50,7 +45,7 @@ async def utterance(asr: OpenAITranscriber, rate: int, pcm: bytes) -> Transcript
 @pytest.mark.parametrize("rate", [8000, 16000])
 async def test_the_utterance_is_sent_as_a_wav_at_the_streams_rate(fake: FakeOpenAI, rate: int) -> None:
     fake.script(TRANSCRIPTIONS, JsonReply({"text": " I'd like to book a table. "}))
-    pcm = speech(rate, 1.5)
+    pcm = tone(1500, rate, hz=300, amplitude=6000)
     result = await utterance(transcriber(fake), rate, pcm)
     assert result == Transcript("I'd like to book a table.", final=True)
     [request] = fake.to(TRANSCRIPTIONS)
@@ -66,14 +61,14 @@ async def test_the_utterance_is_sent_as_a_wav_at_the_streams_rate(fake: FakeOpen
 async def test_language_and_prompt_are_sent_when_set(fake: FakeOpenAI) -> None:
     fake.script(TRANSCRIPTIONS, JsonReply({"text": "Bonjour"}))
     asr = transcriber(fake, model="whisper-1", language="fr", prompt="Réservations, Chez Trivox.")
-    assert await utterance(asr, 8000, speech(8000, 0.5)) == Transcript("Bonjour", final=True)
+    assert await utterance(asr, 8000, tone(500, 8000, hz=300, amplitude=6000)) == Transcript("Bonjour", final=True)
     assert fake.requests[0].fields == {"model": "whisper-1", "language": "fr", "prompt": "Réservations, Chez Trivox."}
 
 
 async def test_no_audio_or_a_click_is_an_empty_transcript_without_a_request(fake: FakeOpenAI) -> None:
     asr = transcriber(fake)
     assert await utterance(asr, 8000, b"") == Transcript("", final=True)
-    assert await utterance(asr, 8000, speech(8000, 0.06)) == Transcript("", final=True)
+    assert await utterance(asr, 8000, tone(60, 8000, hz=300, amplitude=6000)) == Transcript("", final=True)
     assert fake.requests == []
 
 
@@ -92,5 +87,5 @@ async def test_a_finished_stream_takes_no_more_audio_and_closes_twice(fake: Fake
 async def test_a_refused_request_is_one_line_without_the_key(fake: FakeOpenAI) -> None:
     fake.script(TRANSCRIPTIONS, ErrorReply(400, "Audio unreadable (key {api_key})", type="invalid_request_error"))
     with pytest.raises(ProviderError, match="transcription model 'gpt-4o-mini-transcribe'.*HTTP 400") as error:
-        await utterance(transcriber(fake), 8000, speech(8000, 0.5))
+        await utterance(transcriber(fake), 8000, tone(500, 8000, hz=300, amplitude=6000))
     assert KEY not in str(error.value)

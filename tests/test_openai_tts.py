@@ -15,14 +15,9 @@ from providers.base import ProviderError
 from providers.openai.client import OpenAISettings
 from providers.openai.tts import SPEECH_RATE, OpenAITTS
 from tests.fakes.openai_http import SPEECH, ErrorReply, FakeOpenAI, PcmStream
+from tests.speech import tone
 
 KEY = "sk-test-0123456789abcdef"
-
-
-def tone(seconds: float, hz: float = 440.0) -> bytes:
-    """A sine at SPEECH_RATE: wrong byte alignment anywhere would turn it into noise."""
-    t = np.arange(int(SPEECH_RATE * seconds)) / SPEECH_RATE
-    return (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def tts(fake: FakeOpenAI, **options: Any) -> OpenAITTS:
 
 @pytest.mark.parametrize("rate", [8000, 16000])
 async def test_speech_streams_at_the_requested_rate(fake: FakeOpenAI, rate: int) -> None:
-    speech = PcmStream(tone(1.0), chunks=8, pause=0.02)
+    speech = PcmStream(tone(1000, SPEECH_RATE), chunks=8, pause=0.02)
     fake.script(SPEECH, speech)
     chunks, sent_at_first_audio = [], None
     async for pcm in tts(fake).synthesize("Hello, this is trivox.", rate):
@@ -57,7 +52,7 @@ async def test_speech_streams_at_the_requested_rate(fake: FakeOpenAI, rate: int)
 
 
 async def test_the_request_carries_model_voice_instructions_and_speed(fake: FakeOpenAI) -> None:
-    fake.script(SPEECH, PcmStream(tone(0.2)), PcmStream(tone(0.2)))
+    fake.script(SPEECH, PcmStream(tone(200, SPEECH_RATE)), PcmStream(tone(200, SPEECH_RATE)))
     persona = "Warm and unhurried, like a concierge."
     configured_tts = tts(fake, model="tts-1-hd", voice="coral", instructions=persona, speed=1.25)
     [_ async for _ in configured_tts.synthesize("Hi.", 8000)]
@@ -69,7 +64,7 @@ async def test_the_request_carries_model_voice_instructions_and_speed(fake: Fake
 
 
 async def test_cancelling_mid_speech_closes_the_response(fake: FakeOpenAI) -> None:
-    fake.script(SPEECH, PcmStream(tone(3.0), chunks=30, pause=0.02))
+    fake.script(SPEECH, PcmStream(tone(3000, SPEECH_RATE), chunks=30, pause=0.02))
     with trio.CancelScope() as scope:
         async with aclosing(tts(fake).synthesize("A long announcement.", 8000)) as audio:
             async for _ in audio:
@@ -85,7 +80,7 @@ async def test_empty_text_makes_no_request(fake: FakeOpenAI) -> None:
 
 
 async def test_a_response_broken_mid_speech_is_an_error(fake: FakeOpenAI) -> None:
-    fake.script(SPEECH, PcmStream(tone(1.0), chunks=6, pause=0.02, drop_after=3))
+    fake.script(SPEECH, PcmStream(tone(1000, SPEECH_RATE), chunks=6, pause=0.02, drop_after=3))
     with pytest.raises(ProviderError, match="speech model 'gpt-4o-mini-tts'.*the reply broke off"):
         [_ async for _ in tts(fake).synthesize("Hello.", 8000)]
 
@@ -103,7 +98,7 @@ def test_out_of_range_speed_is_refused() -> None:
 
 
 async def test_a_stall_mid_speech_times_out(fake: FakeOpenAI) -> None:
-    fake.script(SPEECH, PcmStream(tone(1.0), chunks=4, pause=30))
+    fake.script(SPEECH, PcmStream(tone(1000, SPEECH_RATE), chunks=4, pause=30))
     settings = OpenAISettings(api_key=KEY, base_url=fake.base_url, timeout=0.2, max_retries=0)
     audio = []
     with pytest.raises(ProviderError, match="went silent mid-reply for 0.2 s"):

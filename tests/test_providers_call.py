@@ -9,7 +9,6 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
-import numpy as np
 import pytest
 import trio
 
@@ -21,7 +20,7 @@ from tests.fakes.google_grpc import FakeGoogle
 from tests.fakes.openai_http import SPEECH, SPEECH_RATE, TRANSCRIPTIONS, FakeOpenAI, JsonReply, PcmStream
 from tests.fakes.openai_realtime import FakeRealtime
 from tests.phone import SPEECH_RMS, rms
-from tests.speech import speak
+from tests.speech import speak, tone
 from tests.test_call import RATE, MemoryLeg
 
 KEY = "sk-test-providers"
@@ -40,11 +39,6 @@ async def served(fake) -> AsyncIterator[str]:
         address = await nursery.start(fake.serve)
         yield address
         nursery.cancel_scope.cancel()
-
-
-def tone(ms: int, rate: int) -> bytes:
-    t = np.arange(rate * ms // 1000) / rate
-    return (np.sin(2 * np.pi * 300 * t) * 8000).astype("<i2").tobytes()
 
 
 async def hear(asr, utterance: bytes) -> str | None:
@@ -129,7 +123,7 @@ def speech_ms(frames: list[bytes]) -> int:
 async def test_openai_speech_reaches_the_line_at_the_call_rate(rate):
     fake = FakeOpenAI()
     async with served(fake) as base_url:
-        fake.script(SPEECH, PcmStream(tone(1200, SPEECH_RATE)))
+        fake.script(SPEECH, PcmStream(tone(1200, SPEECH_RATE, hz=300)))
         tts = build("tts", "openai", {"voice": "verse", "instructions": "warm and calm"},
                     {"openai": {"api_key": KEY, "base_url": base_url}})
         finished, frames = await say(tts, "Your order arrives tomorrow.", rate)
@@ -155,7 +149,7 @@ async def test_google_speech_reaches_the_line_at_the_call_rate(google):
 
 async def test_avr_speech_reaches_the_line():
     fake = FakeAvrHttp()
-    fake.audio = tone(900, 8000)
+    fake.audio = tone(900, 8000, hz=300)
     async with served(fake):
         finished, frames = await say(build("tts", "avr", {"url": fake.url}), "Your order arrives tomorrow.")
     assert finished
@@ -185,7 +179,7 @@ async def test_barge_in_closes_openais_speech_stream_mid_sentence():
     fake = FakeOpenAI()
     async with served(fake) as base_url:
         # Eight seconds of speech sent over four: still streaming when the caller talks.
-        fake.script(SPEECH, PcmStream(tone(8000, SPEECH_RATE), chunks=40, pause=0.1))
+        fake.script(SPEECH, PcmStream(tone(8000, SPEECH_RATE, hz=300), chunks=40, pause=0.1))
         tts = build("tts", "openai", {}, {"openai": {"api_key": KEY, "base_url": base_url}})
         finished, history = await interrupted_say(tts, "A very long sentence about every bread we bake today")
         (request,) = fake.to(SPEECH)
@@ -198,7 +192,7 @@ async def test_barge_in_closes_openais_speech_stream_mid_sentence():
 
 async def test_barge_in_closes_an_avr_speech_stream():
     fake = FakeAvrHttp()
-    fake.audio = tone(600, 8000)
+    fake.audio = tone(600, 8000, hz=300)
     fake.hold = True  # the service keeps the answer open: more audio might come
     async with served(fake):
         finished, _ = await interrupted_say(build("tts", "avr", {"url": fake.url}), "Hold the line please.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from functools import partial
 
-import numpy as np
 import pytest
 import trio
 
@@ -21,7 +20,7 @@ from providers.registry import build_sts, build_tts
 from tests.fakes.avr import FakeAvrSts, FakeStsCall
 from tests.fakes.openai_realtime import FakeRealtime, Reply, ToolScript
 from tests.phone import SPEECH_RMS, rms, transcript_events
-from tests.speech import speak
+from tests.speech import speak, tone
 from tests.test_call import RATE, MemoryLeg
 
 INSTRUCTIONS = "You answer the phone for a bakery."
@@ -172,7 +171,7 @@ async def test_an_avr_connector_carries_the_call_with_its_interruptions_and_key_
     """AVR's STS protocol: the call's id in init, 8 kHz audio both ways, ``interruption``
     as the barge-in (no truncate to send: the connector cut its own reply), transcripts
     of both sides, and the caller's key presses passed on as dtmf_digit."""
-    greeting = tone_pcm(1000)
+    greeting = tone(1000, 8000, hz=300)
 
     async def connector(conn: FakeStsCall) -> None:
         await conn.until(lambda c: len(c.caller_audio) >= 320 * 25)  # half a second of the caller
@@ -214,8 +213,3 @@ async def test_an_avr_connector_carries_the_call_with_its_interruptions_and_key_
     assert call.history[-1] == {"role": "user", "content": "one moment"}
     agent = [e for e in transcript_events(tmp_path) if e["kind"] == "agent"]
     assert agent[0]["interrupted"] is True and agent[0]["intended"] == "Welcome to the bakery."
-
-
-def tone_pcm(ms: int) -> bytes:
-    t = np.arange(8 * ms) / 8000
-    return (np.sin(2 * np.pi * 300 * t) * 8000).astype("<i2").tobytes()
