@@ -12,13 +12,13 @@ interrupted precisely to stop them).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from providers.base import LLM, LlmDone, Message, ProviderError, TextDelta, ToolCall
 
-from .tools import Tool, by_name, run_tool
+from .tools import Tool, run_tool
 
 if TYPE_CHECKING:
     from .call import Call
@@ -34,15 +34,11 @@ TURN_APOLOGY = "Sorry, I could not answer that just now. Could you say it again?
 class Agent:
     """One call's agent: its model, its instructions and its tools."""
 
-    def __init__(self, call: Call, llm: LLM, instructions: str, tools: Sequence[Tool]) -> None:
+    def __init__(self, call: Call, llm: LLM, instructions: str, tools: Mapping[str, Tool]) -> None:
         self._call = call
         self._llm = llm
         self.instructions = instructions
-        self._tools = dict(by_name(list(tools)))
-
-    @property
-    def tools(self) -> list[Tool]:
-        return list(self._tools.values())
+        self._tools = tools
 
     def messages(self) -> list[Message]:
         """What the model is shown: the instructions, then the call's history."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from functools import partial
 from dataclasses import dataclass, field
@@ -72,8 +72,9 @@ class CallServices:
     llm: LLM | None = None
     #: The agent's system prompt.
     instructions: str = ""
-    #: What the model may call: the built-in hangup (and transfer), then the user's.
-    tools: Sequence[Tool] = ()
+    #: What the model may call, by name: the built-in hangup (and transfer), and the
+    #: user's (``dialog.tools.by_name`` builds it, refusing two tools of one name).
+    tools: Mapping[str, Tool] = field(default_factory=dict)
     #: Speech to speech (``call.converse``); None: the config names none.
     sts: STS | None = None
     realtime: RealtimeSettings = field(default_factory=RealtimeSettings)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +96,7 @@ def _fetch_instructions(url: str, call_id: str) -> str:
 async def converse(call: Call, sts: STS, settings: RealtimeSettings) -> None:
     """Run the call on ``sts`` until the call or the session ends."""
     instructions = await settings.resolve(call.id)
-    tools = {tool.spec.name: tool for tool in call.services.tools}
+    tools = call.services.tools
     specs = [tool.spec for tool in tools.values()]
     async with sts.connect(call.sample_rate, instructions, specs, call_id=call.id) as session:
         conversation = _Conversation(call, session, tools, settings)
@@ -130,7 +130,7 @@ class _Conversation:
     audio has played out, or, cut by a barge-in, as far as it had played.
     """
 
-    def __init__(self, call: Call, session: StsSession, tools: dict[str, Tool], settings: RealtimeSettings) -> None:
+    def __init__(self, call: Call, session: StsSession, tools: Mapping[str, Tool], settings: RealtimeSettings) -> None:
         self._call = call
         self._session = session
         self._tools = tools

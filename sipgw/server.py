@@ -100,8 +100,7 @@ def prepare(config: Config) -> Calls:
         raise ConfigError(config.source, f"{needs}.type",
                           f"the {config.dialog.handler} dialog needs a provider: set [{needs}] type")
     try:
-        tools = builtin_tools(config.dialog.transfer_to) + load_tools(config.dialog.tools)
-        by_name(tools)
+        tools = by_name(builtin_tools(config.dialog.transfer_to) + load_tools(config.dialog.tools))
     except ToolError as exc:
         raise ConfigError(config.source, "dialog.tools", str(exc)) from None
     sts = config.sts

@@ -10,7 +10,7 @@ import trio
 
 from dialog.agent import TURN_APOLOGY
 from dialog.call import Call, CallServices
-from dialog.tools import builtin_tools, tool_from_function
+from dialog.tools import builtin_tools, by_name, tool_from_function
 from providers.openai.client import OpenAISettings
 from providers.openai.llm import OpenAILLM
 from providers.registry import build_tts
@@ -37,7 +37,7 @@ async def fake(nursery: trio.Nursery) -> FakeOpenAI:
 def services(fake: FakeOpenAI, tmp_path, transfer_to: str = "") -> CallServices:
     llm = OpenAILLM(OpenAISettings(api_key="test-key", base_url=fake.base_url, timeout=5.0), model="gpt-test")
     return CallServices(asr=None, tts=build_tts("local", {}), llm=llm, instructions=INSTRUCTIONS,
-                        tools=[*builtin_tools(transfer_to), tool_from_function(opening_hours)],
+                        tools=by_name([*builtin_tools(transfer_to), tool_from_function(opening_hours)]),
                         transcripts_dir=str(tmp_path))
 
 

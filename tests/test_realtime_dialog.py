@@ -11,7 +11,7 @@ import trio
 
 from dialog.call import Call, CallServices
 from dialog.realtime import RealtimeSettings
-from dialog.tools import builtin_tools, tool_from_function
+from dialog.tools import builtin_tools, by_name, tool_from_function
 from media.codecs import PCMU
 from providers.openai.client import OpenAISettings
 from providers.openai.realtime import OpenAIRealtime
@@ -42,7 +42,7 @@ def services(fake: FakeRealtime, tmp_path, **realtime) -> CallServices:
     sts = OpenAIRealtime(OpenAISettings(api_key="test-key", base_url=fake.base_url), model="gpt-realtime")
     settings = RealtimeSettings(instructions=INSTRUCTIONS, **realtime)
     return CallServices(asr=None, tts=build_tts("local", {}), sts=sts, realtime=settings,
-                        tools=[*builtin_tools(""), tool_from_function(todays_bread)],
+                        tools=by_name([*builtin_tools(""), tool_from_function(todays_bread)]),
                         transcripts_dir=str(tmp_path))
 
 
