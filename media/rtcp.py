@@ -26,6 +26,9 @@ SR, RR, SDES, BYE = 200, 201, 202, 203
 CNAME = 1  # SDES item type (section 6.5.1)
 #: Section 6.2: the minimum interval between reports; we send at 0.5-1.5 times it.
 MIN_INTERVAL_S = 5.0
+#: How far below zero a computed round trip may fall and still be read as 0 ms: the
+#: peer's DLSR is rounded on its own clock (see round_trip_ms).
+RTT_SLACK_MS = 5.0
 #: Seconds between the NTP epoch (1900) and the Unix epoch (1970).
 NTP_OFFSET = 2_208_988_800
 #: Appendix A.1: a source is valid after this many packets in sequence.
@@ -326,12 +329,18 @@ class ReceptionStats:
 
 def round_trip_ms(block: ReportBlock, arrival_ntp: int) -> float | None:
     """Section 6.4.1: RTT = A - LSR - DLSR, from a report block about our stream that
-    arrived at NTP time ``arrival_ntp``; None when the peer has had no SR from us."""
+    arrived at NTP time ``arrival_ntp``; None when the peer has had no SR from us.
+
+    On a short path the result is near zero, and the peer's DLSR, measured on its own
+    coarser clock (libre's, baresip's, counts whole milliseconds), can exceed the true
+    delay by a little: a result at most ``RTT_SLACK_MS`` below zero is a round trip of
+    0 ms. Further below zero, the report is bogus (or the clocks jumped): None."""
     if block.last_sr == 0:
         return None
     units = (middle32(arrival_ntp) - block.last_sr - block.delay_since_last_sr) & 0xFFFFFFFF
-    if units >= 1 << 31:  # negative: clocks or a bogus report
-        return None
+    if units >= 1 << 31:  # negative
+        below_ms = ((1 << 32) - units) * 1000 / 65536
+        return 0.0 if below_ms <= RTT_SLACK_MS else None
     return units * 1000 / 65536
 
 

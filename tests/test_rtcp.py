@@ -171,6 +171,15 @@ def test_round_trip_from_lsr_and_dlsr():
     assert round_trip_ms(ReportBlock(1, 0, 0, 0, 0, 0, 0), 0) is None
 
 
+def test_a_round_trip_just_below_zero_is_zero_and_far_below_is_refused():
+    # Loopback with baresip: A - LSR = 0x156e7, DLSR = 0x1570a (its millisecond clock
+    # rounded the hold up): 0.53 ms below zero, a round trip of 0 ms.
+    lsr, arrival = 0x53EE_8855, 0xEEB9_53EF_DF3C_0000  # A: NTP 64-bit; its middle 32 bits 0x53ef_df3c
+    block = ReportBlock(1, 0, 0, 0, 0, lsr, 0x0001_570A)
+    assert round_trip_ms(block, arrival) == 0.0
+    assert round_trip_ms(ReportBlock(1, 0, 0, 0, 0, lsr, 0x0001_570A + 65536 // 100), arrival) is None  # 10 ms
+
+
 def test_sessions_exchange_reports_and_learn_loss_jitter_and_rtt():
     ours, theirs = RtcpSession(0x1111, 8000, "trivox", random.Random(1)), RtcpSession(0x2222, 8000, "peer")
     wall = 1_700_000_000.0
